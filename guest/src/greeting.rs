@@ -1,0 +1,249 @@
+//! What the greeter answers, as a pure function of the method and the request
+//! target. No I/O here: `lib.rs` turns a [`Reply`] into a `wasi:http` response.
+
+use alloc::borrow::Cow;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// The name greeted when the path names nobody (`GET /`).
+pub const DEFAULT_NAME: &str = "Anonymous";
+
+/// The request methods the greeter tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// `GET`
+    Get,
+    /// `HEAD`: the `GET` headers without the body.
+    Head,
+    /// Anything else.
+    Other,
+}
+
+/// A complete answer: every response is `text/plain; charset=utf-8`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body a `GET` would carry; its length is the `Content-Length`.
+    pub body: String,
+    /// Whether the body is sent (`false` for `HEAD`).
+    pub send_body: bool,
+    /// Set on 405, for the `Allow` header.
+    pub allow: Option<&'static str>,
+}
+
+/// Answers `verb path_with_query`.
+///
+/// A greeting path is `/` or exactly one non-empty segment (`/World`); the
+/// query string is ignored. Other paths are 404 whatever the method; a
+/// greeting path answers 405 to methods other than `GET` and `HEAD`.
+pub fn respond(verb: Verb, path_with_query: &str) -> Reply {
+    let path = path_with_query
+        .split_once('?')
+        .map_or(path_with_query, |(path, _query)| path);
+    let Some(name) = greeting_name(path) else {
+        return plain(verb, 404, String::from("404: Not Found"));
+    };
+    match verb {
+        Verb::Get | Verb::Head => plain(verb, 200, format!("Hello, {name}!")),
+        Verb::Other => Reply {
+            allow: Some("GET, HEAD"),
+            ..plain(verb, 405, String::from("405: Method Not Allowed"))
+        },
+    }
+}
+
+fn plain(verb: Verb, status: u16, body: String) -> Reply {
+    Reply {
+        status,
+        body,
+        send_body: verb != Verb::Head,
+        allow: None,
+    }
+}
+
+/// The decoded name a greeting path asks for, or `None` if `path` is not a
+/// greeting path.
+fn greeting_name(path: &str) -> Option<Cow<'_, str>> {
+    let segment = path.strip_prefix('/')?;
+    if segment.is_empty() {
+        return Some(Cow::Borrowed(DEFAULT_NAME));
+    }
+    if segment.contains('/') {
+        return None;
+    }
+    Some(percent_decode(segment))
+}
+
+/// Percent-decodes `raw` once.
+///
+/// Each run of `%XX` escapes is decoded as UTF-8; bytes of a run that are not
+/// valid UTF-8 stay exactly as written, as do malformed escapes (`%zz`, a
+/// trailing `%4`). `+` is not a space in a path. Hand-written because common
+/// decoders treat invalid UTF-8 all-or-nothing (or replace it with U+FFFD),
+/// where we keep it escape by escape.
+pub fn percent_decode(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('%') {
+        return Cow::Borrowed(raw);
+    }
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut run = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        // Collect a run of consecutive well-formed escapes.
+        let start = i;
+        run.clear();
+        while let Some(byte) = escape_at(bytes, i) {
+            run.push(byte);
+            i += 3;
+        }
+        if run.is_empty() {
+            // A plain character (or a malformed escape): copy it through.
+            let ch = raw[i..].chars().next().expect("i is on a char boundary");
+            out.push(ch);
+            i += ch.len_utf8();
+        } else {
+            push_decoded_run(&mut out, &run, &raw[start..i]);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Appends the UTF-8 text of `run` to `out`; bytes that are not valid UTF-8
+/// are appended as their original escapes, taken from `written` (three
+/// characters per byte).
+fn push_decoded_run(out: &mut String, mut run: &[u8], mut written: &str) {
+    while !run.is_empty() {
+        match core::str::from_utf8(run) {
+            Ok(text) => {
+                out.push_str(text);
+                return;
+            }
+            Err(err) => {
+                let valid = err.valid_up_to();
+                let bad = err.error_len().unwrap_or(run.len() - valid);
+                // The first `valid` bytes were checked by the call above.
+                out.push_str(core::str::from_utf8(&run[..valid]).unwrap_or_default());
+                out.push_str(&written[3 * valid..3 * (valid + bad)]);
+                run = &run[valid + bad..];
+                written = &written[3 * (valid + bad)..];
+            }
+        }
+    }
+}
+
+/// The byte that a well-formed escape at `bytes[i..]` stands for.
+fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
+    match bytes.get(i..i + 3)? {
+        [b'%', hi, lo] => Some(hex(*hi)? << 4 | hex(*lo)?),
+        _ => None,
+    }
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Reply {
+        respond(Verb::Get, path)
+    }
+
+    #[test]
+    fn greets_the_name_in_the_path() {
+        let reply = get("/World");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, "Hello, World!");
+        assert!(reply.send_body);
+        assert_eq!(reply.allow, None);
+    }
+
+    #[test]
+    fn root_greets_anonymous() {
+        assert_eq!(get("/").body, "Hello, Anonymous!");
+        assert_eq!(get("/?name=x").body, "Hello, Anonymous!");
+    }
+
+    #[test]
+    fn query_is_ignored() {
+        assert_eq!(get("/World?x=1&y=%2F").body, "Hello, World!");
+    }
+
+    #[test]
+    fn other_paths_are_not_found() {
+        for path in ["/a/b", "/World/", "//World", "//", "", "World", "/a/b?c"] {
+            let reply = get(path);
+            assert_eq!(reply.status, 404, "{path}");
+            assert_eq!(reply.body, "404: Not Found");
+        }
+        assert_eq!(respond(Verb::Other, "/a/b").status, 404);
+    }
+
+    #[test]
+    fn head_has_the_get_body_length_but_sends_none() {
+        let reply = respond(Verb::Head, "/World");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, get("/World").body);
+        assert!(!reply.send_body);
+    }
+
+    #[test]
+    fn other_methods_on_a_greeting_path_are_not_allowed() {
+        for path in ["/", "/World"] {
+            let reply = respond(Verb::Other, path);
+            assert_eq!(reply.status, 405);
+            assert_eq!(reply.body, "405: Method Not Allowed");
+            assert_eq!(reply.allow, Some("GET, HEAD"));
+            assert!(reply.send_body);
+        }
+    }
+
+    #[test]
+    fn decodes_escapes_once_as_utf8() {
+        assert_eq!(percent_decode("J%C3%BCrgen"), "Jürgen");
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("%252F"), "%2F", "decoded once only");
+        assert_eq!(percent_decode("%e4%B8%96"), "世", "either hex case");
+        assert_eq!(get("/a%2Fb").body, "Hello, a/b!");
+    }
+
+    #[test]
+    fn plus_is_not_a_space() {
+        assert_eq!(percent_decode("a+b"), "a+b");
+    }
+
+    #[test]
+    fn malformed_escapes_are_kept_as_written() {
+        for raw in ["%", "%4", "%zz", "a%g1", "100%", "%%41"] {
+            let expected = if raw == "%%41" { "%A" } else { raw };
+            assert_eq!(percent_decode(raw), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_escapes_are_kept_and_the_rest_decoded() {
+        assert_eq!(percent_decode("%FF"), "%FF");
+        assert_eq!(percent_decode("a%FFb%C3%BC"), "a%FFbü");
+        assert_eq!(percent_decode("%C3%BC%FF%C3%BC"), "ü%FFü");
+        // A truncated sequence: lead byte without its continuation.
+        assert_eq!(percent_decode("%C3x"), "%C3x");
+        assert_eq!(percent_decode("%E4%B8"), "%E4%B8");
+        assert_eq!(percent_decode("%c3%28"), "%c3(");
+    }
+
+    #[test]
+    fn non_ascii_passes_through() {
+        assert_eq!(percent_decode("é%20ü"), "é ü");
+    }
+}

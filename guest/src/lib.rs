@@ -1,0 +1,82 @@
+//! The greeter: a `wasi:http/proxy` component answering `GET /{name}` with
+//! `Hello, {name}!`.
+//!
+//! This file is only protocol glue; what to answer is decided by the pure
+//! [`greeting::respond`]. On wasm the crate is `no_std`: the standard library
+//! of `wasm32-wasip2` would import `wasi:cli/environment`, `exit` and
+//! `terminal-*`, which are outside the proxy world, so hosts that link only
+//! that world could not run us.
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+pub mod greeting;
+
+use guest_rt as _;
+
+use greeting::{Reply, Verb};
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "greeter",
+    generate_all,
+});
+
+use exports::wasi::http::incoming_handler::Guest;
+use wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+/// Most bytes `blocking-write-and-flush` takes in one call.
+const WRITE_CHUNK: usize = 4096;
+
+struct Greeter;
+
+impl Guest for Greeter {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let verb = match request.method() {
+            Method::Get => Verb::Get,
+            Method::Head => Verb::Head,
+            _ => Verb::Other,
+        };
+        let path = request.path_with_query().unwrap_or_default();
+        drop(request);
+        send(greeting::respond(verb, &path), response_out);
+    }
+}
+
+/// Sends `reply` as the response. Failures here mean the host or the client
+/// went away; there is nobody left to answer, so they trap.
+fn send(reply: Reply, response_out: ResponseOutparam) {
+    let length = reply.body.len().to_string();
+    let mut headers: Vec<(String, Vec<u8>)> = alloc::vec![
+        ("content-type".into(), b"text/plain; charset=utf-8".to_vec()),
+        ("content-length".into(), length.into_bytes()),
+        ("x-content-type-options".into(), b"nosniff".to_vec()),
+    ];
+    if let Some(allow) = reply.allow {
+        headers.push(("allow".into(), allow.as_bytes().to_vec()));
+    }
+    let fields = Fields::from_list(&headers).expect("valid response headers");
+    let response = OutgoingResponse::new(fields);
+    response
+        .set_status_code(reply.status)
+        .expect("valid status code");
+    let body = response.body().expect("body taken once");
+    ResponseOutparam::set(response_out, Ok(response));
+    if reply.send_body {
+        let stream = body.write().expect("stream taken once");
+        for chunk in reply.body.as_bytes().chunks(WRITE_CHUNK) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .expect("client reads the body");
+        }
+    }
+    OutgoingBody::finish(body, None).expect("body finished once");
+}
+
+export!(Greeter);
