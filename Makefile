@@ -1,0 +1,45 @@
+# The one entry point: CI runs these targets, and so do you.
+#
+#   make run    build, then serve the greeter on http://localhost:8080
+#   make test   build, then run every test (unit, integration, component checks)
+#   make build  target/release/wasi-serve and target/wasm32-wasip2/release/greeter.wasm
+#   make lint   rustfmt check and clippy -D warnings (host natively, guests for wasm)
+
+CARGO  ?= cargo
+TARGET := wasm32-wasip2
+# Every crate compiled for the guest target; one cargo call builds them all.
+GUESTS := -p greeter -p test-guest
+HOST   := target/release/wasi-serve
+GREETER := target/$(TARGET)/release/greeter.wasm
+ADDR   ?= 127.0.0.1:8080
+
+.PHONY: all setup build run test lint clean
+
+all: build
+
+# What a fresh machine lacks: the guest target (and, for lint, the tools).
+setup:
+	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+
+build: setup
+	$(CARGO) build --locked --release -p wasi-serve
+	$(CARGO) build --locked --release --target $(TARGET) $(GUESTS)
+	@ls -l $(HOST) $(GREETER)
+
+run: build
+	$(HOST) --addr $(ADDR) $(GREETER)
+
+# Release profile throughout: the tests reuse the dependencies `make build`
+# compiled instead of building wasmtime a second time.
+test: build
+	$(CARGO) test --locked --release -p wasi-serve -p greeter
+
+lint: setup
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --release -p wasi-serve --all-targets -- -D warnings
+	$(CARGO) clippy --locked --release --target $(TARGET) $(GUESTS) -p guest-rt -- -D warnings
+
+clean:
+	$(CARGO) clean

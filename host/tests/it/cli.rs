@@ -1,0 +1,156 @@
+//! The `wasi-serve` binary: its start-up line, its refusals, its signals,
+//! and serving whatever component it is given.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::support::{ServeProcess, get, greeter, run_to_exit, test_guest};
+
+/// On start the binary prints the address it actually bound, so `--addr
+/// 127.0.0.1:0` is usable by scripts; the address serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn prints_the_bound_address_and_serves_there() {
+    let serve = ServeProcess::start(&[greeter().to_str().unwrap()]).await;
+    assert_ne!(serve.addr.port(), 0);
+    assert_eq!(get(serve.addr, "/World").await.body, "Hello, World!");
+}
+
+/// The same binary serves another component given on its command line: the
+/// guest changes without rebuilding the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_binary_serves_a_different_component() {
+    let greeter = ServeProcess::start(&[greeter().to_str().unwrap()]).await;
+    let other = ServeProcess::start(&[test_guest().to_str().unwrap()]).await;
+    assert_eq!(get(greeter.addr, "/World").await.body, "Hello, World!");
+    assert_eq!(get(other.addr, "/World").await.body, "Howdy, World!");
+}
+
+/// `--help` documents every option with its environment variable.
+#[test]
+fn help_documents_every_option_and_its_environment_variable() {
+    let output = std::process::Command::new(crate::support::SERVE_BIN)
+        .arg("--help")
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (flag, env) in [
+        ("<COMPONENT>", "WASI_SERVE_COMPONENT"),
+        ("--addr", "WASI_SERVE_ADDR"),
+        (
+            "--max-concurrent-requests",
+            "WASI_SERVE_MAX_CONCURRENT_REQUESTS",
+        ),
+        ("--shutdown-timeout", "WASI_SERVE_SHUTDOWN_TIMEOUT"),
+    ] {
+        assert!(help.contains(flag), "{flag} in --help:\n{help}");
+        assert!(
+            help.contains(&format!("env: {env}")),
+            "{env} in --help:\n{help}"
+        );
+    }
+}
+
+/// Flags are checked too: a bad value is a usage error, not a crash.
+#[test]
+fn a_bad_flag_value_is_a_usage_error() {
+    let (code, stderr) = run_to_exit(&["--shutdown-timeout", "soon", "x.wasm"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--shutdown-timeout"), "{stderr}");
+    let (code, stderr) = run_to_exit(&["--max-concurrent-requests", "0", "x.wasm"]);
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+/// A file that cannot be served ends the program before it listens: exit
+/// code 1 and one line naming the file and the reason, no backtrace.
+#[test]
+fn a_bad_component_is_refused_with_one_clear_line() {
+    let dir = scratch_dir("bad-components");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let missing = dir.join("missing.wasm");
+    let text = write("text.wasm", b"GET / HTTP/1.1\r\n");
+    let truncated = write("truncated.wasm", &std::fs::read(greeter()).unwrap()[..4000]);
+    let core = write(
+        "core.wasm",
+        &wat::parse_str("(module (func (export \"f\")))").unwrap(),
+    );
+    let other_world = write(
+        "other-world.wasm",
+        &wat::parse_str(
+            r#"(component
+                 (core module $m (func (export "f")))
+                 (core instance $i (instantiate $m))
+                 (func $f (canon lift (core func $i "f")))
+                 (export "hello" (func $f)))"#,
+        )
+        .unwrap(),
+    );
+    let unsatisfiable = write(
+        "unsatisfiable.wasm",
+        &wat::parse_str(
+            r#"(component
+                 (import "acme:missing/api@1.0.0" (instance (export "f" (func)))))"#,
+        )
+        .unwrap(),
+    );
+    let cases: [(&PathBuf, &str); 6] = [
+        (&missing, "No such file"),
+        (&text, "not a WebAssembly file"),
+        (&truncated, "invalid component"),
+        (&core, "core WebAssembly module, not a component"),
+        (&other_world, "does not export `wasi:http/incoming-handler`"),
+        (&unsatisfiable, "acme:missing/api@1.0.0"),
+    ];
+    for (path, reason) in cases {
+        let (code, stderr) = run_to_exit(&[path.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{}: {stderr}", path.display());
+        let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "one error line: {stderr}");
+        assert!(
+            errors[0].contains(&format!("`{}`", path.display())),
+            "{stderr}"
+        );
+        assert!(errors[0].contains(reason), "{reason:?} in {stderr}");
+        assert!(!stderr.contains("backtrace"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!stderr.contains("listening"), "{stderr}");
+    }
+}
+
+/// Ctrl-C and SIGTERM: stop accepting, finish the request in flight, exit 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_drain_requests_in_flight_then_exit_zero() {
+    for signal in ["INT", "TERM"] {
+        let mut serve = ServeProcess::start(&[test_guest().to_str().unwrap()]).await;
+        let addr = serve.addr;
+        let in_flight = tokio::spawn(async move { get(addr, "/sleep/1500").await });
+        serve.wait_for_log(&[]).await; // the component is loaded and serving
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        serve.signal(signal);
+        serve.wait_for_log(&["stopped accepting"]).await;
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "SIG{signal}: no new connections once draining"
+        );
+        let reply = in_flight.await.expect("request task");
+        assert_eq!(reply.status, StatusCode::OK, "SIG{signal}");
+        assert_eq!(reply.body, "slept 1500ms", "SIG{signal}");
+        let status = tokio::time::timeout(crate::support::STEP, serve.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("wait");
+        assert_eq!(status.code(), Some(0), "SIG{signal}");
+    }
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasi-serve-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,118 @@
+//! The built greeter component itself, and the WIT it is built against.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::support::greeter;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The interfaces `world proxy` in `wit/deps/http.wit` imports and exports,
+/// fully qualified (`wasi:http/types@0.2.12`).
+fn proxy_world() -> (BTreeSet<String>, BTreeSet<String>) {
+    let wit = std::fs::read_to_string(workspace().join("wit/deps/http.wit")).expect("read WIT");
+    let version = wit
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("package wasi:http@"))
+        .expect("package line")
+        .trim_end_matches(';')
+        .to_owned();
+    let world = wit
+        .split("world proxy {")
+        .nth(1)
+        .expect("world proxy")
+        .split('}')
+        .next()
+        .expect("world body");
+    let qualify = |name: &str| {
+        if name.contains(':') {
+            name.to_owned()
+        } else {
+            format!("wasi:http/{name}@{version}")
+        }
+    };
+    let (mut imports, mut exports) = (BTreeSet::new(), BTreeSet::new());
+    for line in world.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("import ") {
+            imports.insert(qualify(name.trim_end_matches(';')));
+        } else if let Some(name) = line.strip_prefix("export ") {
+            exports.insert(qualify(name.trim_end_matches(';')));
+        }
+    }
+    (imports, exports)
+}
+
+/// The greeter imports nothing outside `wasi:http/proxy` and exports exactly
+/// the incoming handler, so hosts that link only that world can run it.
+#[test]
+fn greeter_imports_only_the_proxy_world_and_exports_the_handler() {
+    let (allowed, expected_exports) = proxy_world();
+    assert!(allowed.contains("wasi:http/types@0.2.12"), "{allowed:?}");
+    let engine = Engine::default();
+    let component = Component::from_file(&engine, greeter()).expect("greeter is a component");
+    let ty = component.component_type();
+    let imports: BTreeSet<String> = ty
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let exports: BTreeSet<String> = ty
+        .exports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    assert!(!imports.is_empty());
+    let outside: Vec<_> = imports.difference(&allowed).collect();
+    assert!(
+        outside.is_empty(),
+        "imports outside wasi:http/proxy: {outside:?}"
+    );
+    assert_eq!(exports, expected_exports);
+}
+
+/// `wit/deps` is a verbatim copy of the WIT that the linked
+/// wasmtime-wasi-http implements; a version bump that forgets it fails here.
+#[test]
+fn vendored_wit_matches_the_hosts_wasi_http() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(workspace())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let manifest = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|package| package["name"] == "wasmtime-wasi-http")
+        .expect("wasmtime-wasi-http is a dependency")["manifest_path"]
+        .as_str()
+        .expect("manifest path")
+        .to_owned();
+    let upstream = Path::new(&manifest).parent().unwrap().join("wit/deps");
+    let ours = workspace().join("wit/deps");
+    let names = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(&ours), names(&upstream), "same files in wit/deps");
+    for name in names(&ours) {
+        let a = std::fs::read(ours.join(&name)).unwrap();
+        let b = std::fs::read(upstream.join(&name)).unwrap();
+        assert!(
+            a == b,
+            "wit/deps/{name} differs from {}",
+            upstream.display()
+        );
+    }
+}

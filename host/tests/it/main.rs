@@ -1,0 +1,9 @@
+//! Integration tests: the real `wasi-serve` host, the real guest components,
+//! real HTTP over loopback.
+
+mod cli;
+mod component;
+mod greeting;
+mod guest_failures;
+mod protocol;
+mod support;

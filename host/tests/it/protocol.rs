@@ -1,0 +1,141 @@
+//! HTTP on the wire: keep-alive, pipelining, HTTP/2, many requests at once.
+
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{STEP, TestServer, build, greeter, http1, http2, read};
+
+/// Several requests, one after another, on one HTTP/1.1 connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn http1_keep_alive_serves_many_requests_on_one_connection() {
+    let server = TestServer::start(&greeter()).await;
+    let mut sender = http1(server.addr).await;
+    for i in 0..5 {
+        sender.ready().await.expect("connection still open");
+        let path = format!("/visitor{i}");
+        let response = sender
+            .send_request(build(Method::GET, server.addr, &path))
+            .await
+            .expect("response on the same connection");
+        let reply = read(response).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, format!("Hello, visitor{i}!"));
+    }
+}
+
+/// Pipelined HTTP/1.1 requests, written at once, are answered in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn http1_pipelined_requests_are_answered_in_order() {
+    let server = TestServer::start(&greeter()).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let requests = "GET /first HTTP/1.1\r\nHost: t\r\n\r\n\
+                    HEAD /second HTTP/1.1\r\nHost: t\r\n\r\n\
+                    GET /third HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    stream.write_all(requests.as_bytes()).await.expect("write");
+    let mut raw = String::new();
+    tokio::time::timeout(STEP, stream.read_to_string(&mut raw))
+        .await
+        .expect("responses in time")
+        .expect("read");
+    assert_eq!(raw.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{raw}");
+    let first = raw.find("Hello, first!").expect("first answered");
+    let third = raw.find("Hello, third!").expect("third answered");
+    assert!(first < third, "answered in order: {raw}");
+    assert!(!raw.contains("Hello, second!"), "HEAD has no body: {raw}");
+}
+
+/// HTTP/2 with prior knowledge on the same port, several streams at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_prior_knowledge_is_served() {
+    let server = TestServer::start(&greeter()).await;
+    let sender = http2(server.addr).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut sender = sender.clone();
+        let request = build(Method::GET, server.addr, &format!("/stream{i}"));
+        tasks.push(tokio::spawn(async move {
+            let response = sender.send_request(request).await.expect("h2 response");
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            (i, read(response).await)
+        }));
+    }
+    for task in tasks {
+        let (i, reply) = task.await.expect("task");
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, format!("Hello, stream{i}!"));
+    }
+}
+
+/// 1000 requests in flight at once (500 on their own HTTP/1.1 connections,
+/// 500 multiplexed over 5 HTTP/2 connections): each gets its own greeting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_concurrent_requests_are_all_answered_correctly() {
+    let server = TestServer::with_max_instances(&greeter(), 1000).await;
+    let addr = server.addr;
+    let mut h2 = Vec::new();
+    for _ in 0..5 {
+        h2.push(http2(addr).await);
+    }
+    let mut tasks = Vec::with_capacity(1000);
+    for i in 0..1000usize {
+        let name = format!("user{i}");
+        let request = build(Method::GET, addr, &format!("/{name}"));
+        let h2 = (i % 2 == 0).then(|| h2[i % 5].clone());
+        tasks.push(tokio::spawn(async move {
+            let response = match h2 {
+                Some(mut sender) => sender.send_request(request).await,
+                None => http1(addr).await.send_request(request).await,
+            };
+            let reply = read(response.expect("response")).await;
+            (name, reply)
+        }));
+    }
+    let mut answered = 0;
+    for task in tasks {
+        let (name, reply) = tokio::time::timeout(STEP, task)
+            .await
+            .expect("answered in time")
+            .expect("task");
+        assert_eq!(reply.status, StatusCode::OK, "{name}");
+        assert_eq!(reply.body, format!("Hello, {name}!"));
+        answered += 1;
+    }
+    assert_eq!(answered, 1000);
+}
+
+/// A request the host cannot hand to a guest (HTTP/1.0 without a host) gets
+/// a plain 400, and the server goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_without_a_host_is_a_bad_request() {
+    let server = TestServer::start(&greeter()).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /World HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = String::new();
+    tokio::time::timeout(STEP, stream.read_to_string(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    assert!(raw.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{raw}");
+    assert!(raw.ends_with("400: Bad Request"), "{raw}");
+    assert_eq!(
+        crate::support::get(server.addr, "/World").await.body,
+        "Hello, World!"
+    );
+}
+
+/// Stopping the server lets a request in flight finish before `run` returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_lets_a_request_in_flight_finish() {
+    let server = TestServer::start(&crate::support::test_guest()).await;
+    let addr = server.addr;
+    let in_flight = tokio::spawn(async move { crate::support::get(addr, "/sleep/700").await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    server.stop().await;
+    let reply = in_flight.await.expect("request task");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "slept 700ms");
+}

@@ -1,0 +1,274 @@
+//! Test harness: the real host, in-process on `127.0.0.1:0` or as the built
+//! binary, the real guest components, and plain HTTP clients over loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wasi_serve::runtime::{Limits, Runtime};
+
+/// The `wasi-serve` binary cargo built for these tests.
+pub const SERVE_BIN: &str = env!("CARGO_BIN_EXE_wasi-serve");
+
+/// How long any single step of a test may take before it is a failure.
+pub const STEP: Duration = Duration::from_secs(20);
+
+/// The greeter component, as `make build` leaves it.
+pub fn greeter() -> PathBuf {
+    guest("greeter.wasm")
+}
+
+/// The test guest (answers `Howdy`, misbehaves on request).
+pub fn test_guest() -> PathBuf {
+    guest("test_guest.wasm")
+}
+
+fn guest(file: &str) -> PathBuf {
+    let target = option_env!("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("wasm32-wasip2/release").join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: build the guests first (`make build`)",
+        path.display()
+    );
+    path
+}
+
+/// A host serving one component in-process; stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Serves `component` with room for 64 concurrent requests.
+    pub async fn start(component: &Path) -> Self {
+        Self::with_max_instances(component, 64).await
+    }
+
+    /// Serves `component` with room for `max_instances` concurrent requests.
+    pub async fn with_max_instances(component: &Path, max_instances: u32) -> Self {
+        let runtime = Runtime::load(component, Limits { max_instances }).expect("component loads");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(wasi_serve::server::run(
+            listener,
+            runtime,
+            async {
+                let _ = signal.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Self {
+            addr,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// Asks the server to stop and waits until it has drained.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.take().expect("running").send(());
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(STEP, task)
+            .await
+            .expect("server stops in time")
+            .expect("server task did not panic")
+            .expect("server returned Ok");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The value of header `name`, which must be present once.
+    pub fn header(&self, name: &str) -> &str {
+        let mut values = self.headers.get_all(name).iter();
+        let value = values
+            .next()
+            .unwrap_or_else(|| panic!("no `{name}` header"));
+        assert!(values.next().is_none(), "`{name}` sent more than once");
+        value.to_str().expect("header is text")
+    }
+}
+
+/// An HTTP/1.1 connection to `addr`.
+pub async fn http1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// An HTTP/2 (cleartext, prior knowledge) connection to `addr`.
+pub async fn http2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("http2 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// Builds a request for `path` on `addr`.
+pub fn build(method: Method, addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", addr.to_string())
+        .body(Empty::new())
+        .expect("valid request")
+}
+
+/// Reads a response whole.
+pub async fn read(response: hyper::Response<hyper::body::Incoming>) -> Reply {
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(STEP, body.collect())
+        .await
+        .expect("body in time")
+        .expect("body read")
+        .to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).expect("utf-8 body"),
+    }
+}
+
+/// `method path` on a new HTTP/1.1 connection to `addr`.
+pub async fn send(addr: SocketAddr, method: Method, path: &str) -> Reply {
+    let mut sender = http1(addr).await;
+    let response = tokio::time::timeout(STEP, sender.send_request(build(method, addr, path)))
+        .await
+        .expect("response in time")
+        .expect("response");
+    read(response).await
+}
+
+/// `GET path` on a new HTTP/1.1 connection to `addr`.
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, Method::GET, path).await
+}
+
+/// The `wasi-serve` binary, running; killed when dropped.
+pub struct ServeProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: BufReader<ChildStderr>,
+}
+
+impl ServeProcess {
+    /// Starts the binary on a free port and waits for the address it prints.
+    pub async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(SERVE_BIN)
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("wasi-serve starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut line = String::new();
+        tokio::time::timeout(STEP, BufReader::new(stdout).read_line(&mut line))
+            .await
+            .expect("address printed in time")
+            .expect("stdout readable");
+        let url = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let addr = url.parse().expect("printed address parses");
+        let stderr = BufReader::new(child.stderr.take().expect("stderr piped"));
+        Self {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// Sends `signal` (e.g. `TERM`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Reads stderr lines until one contains all of `needles`.
+    pub async fn wait_for_log(&mut self, needles: &[&str]) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = tokio::time::timeout(STEP, self.stderr.read_line(&mut line))
+                .await
+                .unwrap_or_else(|_| panic!("no log line with {needles:?} in time"))
+                .expect("stderr readable");
+            assert!(read > 0, "stderr closed before a line with {needles:?}");
+            if needles.iter().all(|needle| line.contains(needle)) {
+                return line;
+            }
+        }
+    }
+}
+
+/// Runs the binary with `args` until it exits by itself (killed after
+/// [`STEP`]); returns its exit code and stderr.
+pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(SERVE_BIN)
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wasi-serve runs");
+    let deadline = std::time::Instant::now() + STEP;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wasi-serve {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr readable");
+    (status.code(), stderr)
+}
