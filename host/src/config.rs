@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::outbound::OriginPattern;
+
 /// Serve a `wasi:http/proxy` WebAssembly component over HTTP.
 ///
 /// Every request runs in a fresh instance of the component, which is granted
@@ -23,8 +25,46 @@ pub struct Config {
     #[arg(long, env = "WASI_SERVE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
+    /// Reload the component when its file changes (SIGHUP reloads it too,
+    /// with or without this flag). Requests in flight finish on the old one.
+    #[arg(long, env = "WASI_SERVE_WATCH")]
+    pub watch: bool,
+
+    /// Let guests make outgoing HTTP requests to these origins:
+    /// `scheme://host[:port]`, comma-separated or repeated; `*.example.com`
+    /// matches subdomains. A missing port means the scheme's default. By
+    /// default every outgoing request is denied.
+    #[arg(
+        long,
+        env = "WASI_SERVE_ALLOW_OUTBOUND",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allow_outbound: Vec<OriginPattern>,
+
+    /// Longest a request may take, from its arrival to the guest's last byte;
+    /// past it a guest is interrupted (even in an endless loop) and the
+    /// client gets 504.
+    #[arg(
+        long,
+        env = "WASI_SERVE_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_duration,
+    )]
+    pub request_timeout: Duration,
+
+    /// Most linear memory one instance may grow to (e.g. `128MiB`); a guest
+    /// that needs more fails alone with a 500.
+    #[arg(
+        long,
+        env = "WASI_SERVE_MAX_MEMORY",
+        default_value = "128MiB",
+        value_parser = parse_size,
+    )]
+    pub max_memory: u64,
+
     /// Most requests served at once; each holds one instance. Further
-    /// requests wait for a free slot.
+    /// requests wait up to `--queue-timeout` for a slot, then get 503.
     #[arg(
         long,
         env = "WASI_SERVE_MAX_CONCURRENT_REQUESTS",
@@ -33,13 +73,108 @@ pub struct Config {
     )]
     pub max_concurrent_requests: u32,
 
+    /// How long a request may wait for a free slot before it gets 503.
+    #[arg(
+        long,
+        env = "WASI_SERVE_QUEUE_TIMEOUT",
+        default_value = "1s",
+        value_parser = parse_duration,
+    )]
+    pub queue_timeout: Duration,
+
+    /// Largest request body accepted (e.g. `10MiB`); larger ones get 413.
+    #[arg(
+        long,
+        env = "WASI_SERVE_MAX_REQUEST_BODY",
+        default_value = "10MiB",
+        value_parser = parse_size,
+    )]
+    pub max_request_body: u64,
+
+    /// Largest request head (request line and headers) accepted; larger
+    /// ones get 431.
+    #[arg(
+        long,
+        env = "WASI_SERVE_MAX_HEADER_SIZE",
+        default_value = "64KiB",
+        value_parser = parse_size,
+    )]
+    pub max_header_size: u64,
+
+    /// How long a client may take to send a request's headers (and to start
+    /// talking after connecting); slower connections are closed.
+    #[arg(
+        long,
+        env = "WASI_SERVE_HEADER_READ_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration,
+    )]
+    pub header_read_timeout: Duration,
+
     /// How long requests in flight may take to finish once Ctrl-C or SIGTERM
-    /// is received (e.g. `10s`, `500ms`).
+    /// is received; then they are cut. A second signal exits at once.
     #[arg(
         long,
         env = "WASI_SERVE_SHUTDOWN_TIMEOUT",
         default_value = "10s",
-        value_parser = humantime::parse_duration,
+        value_parser = parse_duration,
     )]
     pub shutdown_timeout: Duration,
+}
+
+/// A duration such as `30s`, `500ms` or `2m`; zero is refused.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
+}
+
+/// A byte size such as `128MiB`, `64KiB`, `1GiB` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as `64KiB` or `128MiB`"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` (use B, KiB, MiB or GiB)")),
+    };
+    match number.checked_mul(scale) {
+        Some(0) => Err("must be more than zero".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("`{text}` is too large")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
+    }
+
+    #[test]
+    fn durations_must_be_positive() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
 }

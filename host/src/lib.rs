@@ -6,25 +6,34 @@
 //! Data flows one way, from the socket to the guest and back:
 //!
 //! - [`config`]: the command line (every flag also an environment variable).
-//! - [`runtime`]: built once at start-up: engine, linker, compiled component,
-//!   pre-instance. Rejects a bad component before anything listens.
+//! - [`limits`]: the limits' settings, admission into instance slots, the
+//!   memory limiter.
+//! - [`runtime`]: built once: engine (pooling allocator, epoch ticker) and
+//!   linker; compiles and checks components, so a bad one never serves.
 //! - [`state`]: what each request's store holds, and what it grants the guest.
-//! - [`proxy`]: one request: fresh store, instantiate, call the guest's
-//!   handler, await its response.
+//! - [`outbound`]: the allow-list for the guests' outgoing HTTP.
+//! - [`guest_output`]: the guests' stdout and stderr, into the log.
+//! - [`proxy`]: the component being served, and one request through it:
+//!   admission, fresh store, instantiate, call the handler under a timeout.
+//! - [`reload`]: hot swap on SIGHUP or file change.
 //! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 connections, the access log,
 //!   errors turned into responses, graceful drain.
-//! - [`shutdown`]: the signal future (Ctrl-C and SIGTERM).
+//! - [`shutdown`]: the stop signals (Ctrl-C and SIGTERM).
 //!
-//! `main.rs` only parses the command line, starts logging and calls
-//! [`server::run`] with a bound listener, so tests run the same server
+//! `main.rs` only parses the command line, starts logging, loads the
+//! component, binds, and calls [`server::run`], so tests run the same server
 //! in-process on port 0.
 
 pub mod config;
+pub mod guest_output;
+pub mod limits;
+pub mod outbound;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod state;
 
 pub use config::Config;
-pub use runtime::Runtime;
+pub use proxy::Proxy;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wasi_serve::{Config, Runtime, runtime::Limits, server, shutdown};
+use wasi_serve::shutdown::Signals;
+use wasi_serve::{Config, Proxy, reload, server};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -33,16 +34,27 @@ fn run(config: Config) -> Result<()> {
         .build()
         .context("failed to start the async runtime")?;
     tokio.block_on(async {
-        let shutdown = shutdown::signal()?;
-        let limits = Limits {
-            max_instances: config.max_concurrent_requests,
-        };
-        let runtime = Runtime::load(&config.component, limits)?;
+        let mut signals = Signals::new()?;
+        let proxy = Proxy::load(&config)?;
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("failed to listen on `{}`", config.addr))?;
-        let addr = listener.local_addr()?;
-        println!("listening on http://{addr}");
-        server::run(listener, runtime, shutdown, config.shutdown_timeout).await
+        println!("listening on http://{}", listener.local_addr()?);
+        reload::spawn(proxy.clone(), config.watch)?;
+
+        // The first signal drains; a second one exits at once.
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let first = signals.recv().await;
+            tracing::info!("received {first}, shutting down");
+            let _ = stop.send(());
+            let second = signals.recv().await;
+            tracing::warn!("received {second} again, exiting without waiting");
+            std::process::exit(1);
+        });
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        server::run(listener, proxy, shutdown, config.shutdown_timeout).await
     })
 }

@@ -1,15 +1,30 @@
-//! One request: a fresh store and instance, the guest's handler called on its
-//! own task, the response handed back on a oneshot.
+//! One request: admitted into an instance slot, a fresh store and instance of
+//! the current component, the guest's handler called on its own task under
+//! the request timeout, the response handed back on a oneshot.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::StatusCode;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::sync::oneshot;
-use wasmtime::Store;
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::runtime::Runtime;
+use crate::config::Config;
+use crate::guest_output::RequestTag;
+use crate::limits::{Admission, Limits};
+use crate::outbound::Outbound;
+use crate::runtime::{Guest, Runtime};
 use crate::state::GuestState;
 
 /// Why a request got no response from the guest. Turned into an HTTP
@@ -18,8 +33,13 @@ use crate::state::GuestState;
 pub enum ProxyError {
     /// The request cannot be handed to a guest (e.g. it has no host).
     BadRequest(anyhow::Error),
-    /// The guest trapped, failed, or returned without answering. Its error
-    /// was logged where it happened when `logged` is set.
+    /// The request body is larger than `--max-request-body`.
+    BodyTooLarge,
+    /// Every instance slot stayed busy for `--queue-timeout`.
+    Busy,
+    /// The guest was still running at `--request-timeout`.
+    Timeout,
+    /// The guest trapped, failed, or returned without answering.
     Guest {
         /// What went wrong, for the log.
         error: anyhow::Error,
@@ -33,84 +53,202 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Guest { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn guest(error: impl Into<anyhow::Error>) -> Self {
+        Self::Guest {
+            error: error.into(),
+            logged: false,
         }
     }
 }
 
-/// Runs `request` through a fresh instance of the runtime's component.
-///
-/// The guest keeps running on its task after the response head is returned,
-/// to stream the body; its instance slot is released when it finishes.
-pub async fn handle(
-    runtime: &Runtime,
-    request: hyper::Request<Incoming>,
-) -> Result<hyper::Response<HyperOutgoingBody>, ProxyError> {
-    let slot = runtime
-        .slots()
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the slot semaphore is never closed");
+/// The serving state shared by all connections: the runtime, the component
+/// being served (swapped atomically on reload), and the limits.
+pub struct Proxy {
+    runtime: Runtime,
+    guest: ArcSwap<Guest>,
+    /// The component's file, for reloads.
+    pub path: PathBuf,
+    /// The limits in force.
+    pub limits: Limits,
+    admission: Admission,
+    outbound: Outbound,
+}
 
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let pre = runtime.pre().clone();
-    let mut store = Store::new(pre.engine(), GuestState::new());
-    let (sender, receiver) = oneshot::channel();
-    let request = store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, request)
-        .map_err(|err| ProxyError::BadRequest(err.into()))?;
-    let out = store
-        .data_mut()
-        .http()
-        .new_response_outparam(sender)
-        .map_err(|err| ProxyError::Guest {
-            error: err.into(),
-            logged: false,
-        })?;
+impl Proxy {
+    /// Builds the runtime and loads `config.component`; fails with one line
+    /// naming the file and the reason.
+    pub fn load(config: &Config) -> anyhow::Result<Arc<Self>> {
+        let limits = Limits::from_config(config)?;
+        let runtime = Runtime::new(&limits)?;
+        let guest = runtime.load(&config.component)?;
+        Ok(Arc::new(Self {
+            runtime,
+            guest: ArcSwap::from_pointee(guest),
+            path: config.component.clone(),
+            admission: Admission::new(&limits),
+            outbound: Outbound::new(config.allow_outbound.clone()),
+            limits,
+        }))
+    }
 
-    let guest = tokio::spawn(async move {
-        let _slot = slot;
-        let result = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, out)
-                .await
+    /// The runtime components are compiled with.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The component new requests get.
+    pub fn current(&self) -> Arc<Guest> {
+        self.guest.load_full()
+    }
+
+    /// Makes `guest` the component new requests get; requests in flight keep
+    /// the one they started with. Returns the one replaced.
+    pub fn swap(&self, guest: Guest) -> Arc<Guest> {
+        self.guest.swap(Arc::new(guest))
+    }
+
+    /// Runs `request` through a fresh instance of the current component.
+    ///
+    /// The guest keeps running on its task after the response head is
+    /// returned, to stream the body; its slot is released when it finishes.
+    pub async fn handle(
+        &self,
+        request: hyper::Request<Incoming>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, ProxyError> {
+        let arrived = Instant::now();
+        let max_body = self.limits.max_request_body;
+        let declared = request.body().size_hint().exact();
+        if declared.is_some_and(|length| length > max_body) {
+            return Err(ProxyError::BodyTooLarge);
         }
-        .await
-        .map_err(anyhow::Error::from);
-        if let Err(err) = &result {
-            tracing::error!(%method, path = uri.path(), "guest failed: {}", one_line(err));
-        }
-        result
-    });
+        let slot = self.admission.admit().await.map_err(|_| ProxyError::Busy)?;
 
-    match receiver.await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(code)) => Err(ProxyError::Guest {
-            error: anyhow::anyhow!("guest answered with error code {code:?}"),
-            logged: false,
-        }),
-        // The guest dropped the outparam without setting it: it trapped or
-        // returned early. Its task says which.
-        Err(_) => Err(match guest.await {
-            Ok(Ok(())) => ProxyError::Guest {
-                error: anyhow::anyhow!("guest returned without setting a response"),
-                logged: false,
-            },
-            Ok(Err(error)) => ProxyError::Guest {
-                error,
-                logged: true,
-            },
-            Err(join) => ProxyError::Guest {
-                error: anyhow::Error::new(join).context("guest task failed"),
-                logged: false,
-            },
-        }),
+        let tag = RequestTag {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+        };
+        let guest = self.current();
+        let state = GuestState::new(tag.clone(), self.outbound.clone(), self.limits.max_memory);
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+
+        let (sender, receiver) = oneshot::channel();
+        let flags = Arc::new(Flags::default());
+        // A body of unknown length is counted as it is read; past the limit
+        // the guest gets a read error and the client a 413.
+        let incoming = if declared.is_some() {
+            store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, request)
+        } else {
+            let flags = flags.clone();
+            let request = request.map(|body| {
+                Limited::new(body, max_body as usize).map_err(move |err| {
+                    match err.downcast::<hyper::Error>() {
+                        Ok(err) => wasmtime_wasi_http::Error::Hyper(*err),
+                        Err(_) => {
+                            flags.body_too_large.store(true, Ordering::Relaxed);
+                            wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body))
+                        }
+                    }
+                })
+            });
+            store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, request)
+        };
+        let incoming = incoming.map_err(|err| ProxyError::BadRequest(err.into()))?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(ProxyError::guest)?;
+
+        let deadline = self
+            .limits
+            .request_timeout
+            .saturating_sub(arrived.elapsed());
+        let task_flags = flags.clone();
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            let run = async {
+                let proxy = guest.pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, out)
+                    .await?;
+                anyhow::Ok(())
+            };
+            let result = match tokio::time::timeout(deadline, run).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) if store.data().limiter.hit => ProxyError::Guest {
+                    error: error.context(format!(
+                        "guest exceeded the memory limit of {} bytes",
+                        store.data().limiter.max()
+                    )),
+                    logged: true,
+                },
+                Ok(Err(error)) => ProxyError::Guest {
+                    error,
+                    logged: true,
+                },
+                Err(_elapsed) => ProxyError::Timeout,
+            };
+            // Before the store (and with it the response body's sender) is
+            // dropped: a body cut short must not look complete.
+            task_flags.guest_failed.store(true, Ordering::Relaxed);
+            match &result {
+                ProxyError::Guest { error, .. } => {
+                    tracing::error!(method = %tag.method, path = tag.uri.path(), "guest failed: {}", one_line(error));
+                }
+                _ => tracing::warn!(
+                    method = %tag.method,
+                    path = tag.uri.path(),
+                    "guest interrupted: still running after {:?}",
+                    deadline
+                ),
+            }
+            Err(result)
+        });
+
+        let outcome = match receiver.await {
+            Ok(Ok(response)) => Ok(response.map(|body| {
+                GuestBody {
+                    inner: body,
+                    flags: flags.clone(),
+                }
+                .boxed_unsync()
+            })),
+            Ok(Err(code)) => Err(ProxyError::guest(anyhow::anyhow!(
+                "guest answered with error code {code:?}"
+            ))),
+            // The guest dropped the outparam without setting it: it trapped,
+            // timed out, or returned early. Its task says which.
+            Err(_) => Err(match task.await {
+                Ok(Ok(())) => {
+                    ProxyError::guest(anyhow::anyhow!("guest returned without setting a response"))
+                }
+                Ok(Err(err)) => err,
+                Err(join) => {
+                    ProxyError::guest(anyhow::Error::new(join).context("guest task failed"))
+                }
+            }),
+        };
+        if flags.body_too_large.load(Ordering::Relaxed) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        outcome
     }
 }
 
@@ -123,4 +261,50 @@ pub fn one_line(err: &anyhow::Error) -> String {
         .filter(|line| !line.is_empty())
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// What the request path, the guest task and the response body tell each
+/// other.
+#[derive(Default)]
+struct Flags {
+    /// The request body went past `--max-request-body`.
+    body_too_large: AtomicBool,
+    /// The guest failed or was interrupted.
+    guest_failed: AtomicBool,
+}
+
+/// The guest's response body. wasi:http ends a body cleanly when the guest's
+/// store goes away, even if the guest trapped halfway through writing it;
+/// this turns that end into an error, so hyper cuts the response off instead
+/// of presenting a truncated body as complete.
+struct GuestBody {
+    inner: HyperOutgoingBody,
+    flags: Arc<Flags>,
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) if self.flags.guest_failed.load(Ordering::Relaxed) => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                    "the guest failed while sending the body".into(),
+                )))))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

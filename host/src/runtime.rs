@@ -1,86 +1,103 @@
-//! Everything built once at start-up: the engine, the linker, the compiled
-//! component and its pre-instance. Checking happens here, so a bad component
-//! fails before the server listens.
+//! Built once per process: the engine (pooling allocator, epoch ticker) and
+//! the linker. Components are compiled and checked here, at start-up and on
+//! every reload, so a bad one never serves.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tokio::sync::Semaphore;
+use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::limits::Limits;
 use crate::state::GuestState;
 
-/// Limits that size the engine's instance pool.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Most instances alive at once: one per request in flight.
-    pub max_instances: u32,
+/// How often the engine's epoch advances. A running guest yields to the
+/// scheduler at every tick, so one that loops cannot hold a worker thread,
+/// and the request timeout can interrupt it.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The engine and linker every component is compiled and linked with.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<GuestState>>,
 }
 
 /// A component ready to serve: compiled, linked, checked, pre-instantiated.
-/// Cheap to share; each request instantiates it afresh.
-#[derive(Clone)]
-pub struct Runtime {
-    pre: ProxyPre<GuestState>,
-    /// One permit per pool slot: a request takes one before instantiating,
-    /// so the pool is never asked for more instances than it has.
-    slots: Arc<Semaphore>,
+pub struct Guest {
+    /// What every request instantiates.
+    pub pre: ProxyPre<GuestState>,
+    /// SHA-256 of the file, hex, shortened for logs.
+    pub hash: String,
 }
 
 impl Runtime {
+    /// The engine and linker, sized by `limits`; starts the epoch ticker.
+    pub fn new(limits: &Limits) -> Result<Self> {
+        let engine = new_engine(limits)?;
+        start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// The engine every store is created in.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Loads the component at `path`, or explains in one line why it can't
     /// be served.
-    pub fn load(path: &Path, limits: Limits) -> Result<Self> {
+    pub fn load(&self, path: &Path) -> Result<Guest> {
         let name = path.display();
         let bytes =
             std::fs::read(path).with_context(|| format!("failed to read component `{name}`"))?;
-        Self::from_bytes(&bytes, limits)
+        self.compile(&bytes)
             .with_context(|| format!("failed to load component `{name}`"))
     }
 
     /// Compiles, links and checks a component given as bytes.
-    pub fn from_bytes(bytes: &[u8], limits: Limits) -> Result<Self> {
+    pub fn compile(&self, bytes: &[u8]) -> Result<Guest> {
         check_header(bytes)?;
-        let engine = new_engine(limits)?;
         let started = Instant::now();
-        let component = Component::new(&engine, bytes)
+        let component = Component::new(&self.engine, bytes)
             .map_err(anyhow::Error::from)
             .context("invalid component")?;
-        tracing::info!(
-            size = bytes.len(),
-            elapsed = ?started.elapsed(),
-            "compiled component"
-        );
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        let pre = linker
+        let pre = self
+            .linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("it imports something this host does not provide")?;
         let pre = ProxyPre::new(pre).map_err(anyhow::Error::from).context(
             "it does not export `wasi:http/incoming-handler` (is it a wasi:http/proxy component?)",
         )?;
-        Ok(Self {
-            pre,
-            slots: Arc::new(Semaphore::new(limits.max_instances as usize)),
-        })
+        let hash = content_hash(bytes);
+        tracing::info!(
+            size = bytes.len(),
+            hash,
+            elapsed = ?started.elapsed(),
+            "compiled component"
+        );
+        Ok(Guest { pre, hash })
     }
+}
 
-    /// The pre-instance every request is instantiated from.
-    pub fn pre(&self) -> &ProxyPre<GuestState> {
-        &self.pre
-    }
-
-    /// The permits bounding how many instances exist at once.
-    pub fn slots(&self) -> &Arc<Semaphore> {
-        &self.slots
-    }
+/// A short SHA-256 of `bytes`, enough to tell two builds apart in a log.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Tells a component from other files before handing it to the compiler,
@@ -96,21 +113,41 @@ fn check_header(bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// An engine with the pooling allocator, sized by `limits`.
-fn new_engine(limits: Limits) -> Result<Engine> {
-    let n = limits.max_instances;
+/// An engine with epoch interruption and the pooling allocator, sized by
+/// `limits`.
+fn new_engine(limits: &Limits) -> Result<Engine> {
+    let n = limits.max_concurrent_requests;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
         // A component is several core instances (its code plus the adapter
-        // shims toolchains add); sizes here fit common toolchains' output.
+        // shims toolchains add); these totals fit common toolchains' output.
         .total_core_instances(n.saturating_mul(4))
-        .total_memories(n.saturating_mul(2))
+        .total_memories(n)
         .total_tables(n.saturating_mul(4))
-        .total_stacks(n);
+        .total_stacks(n)
+        .max_memory_size(limits.max_memory);
 
     let mut config = Config::new();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
         .map_err(anyhow::Error::from)
         .context("failed to create the WebAssembly engine")
+}
+
+/// One thread per engine advances its epoch every [`EPOCH_TICK`]; it ends
+/// when the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn the epoch ticker thread");
 }

@@ -3,6 +3,7 @@
 //! turned into plain-text responses in one place, and a bounded drain.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -15,29 +16,35 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::time::timeout;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::proxy::{self, ProxyError};
-use crate::runtime::Runtime;
+use crate::proxy::{self, Proxy, ProxyError};
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Serves `runtime` on `listener` until `shutdown` resolves, then stops
-/// accepting and waits up to `drain_timeout` for requests in flight.
+/// Serves `proxy` on `listener` until `shutdown` resolves, then stops
+/// accepting, lets requests in flight finish for up to `drain_timeout`, and
+/// cuts what is left.
 pub async fn run(
     listener: TcpListener,
-    runtime: Runtime,
+    proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) -> Result<()> {
+    let limits = &proxy.limits;
+    let header_timeout = limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
+        // Heads up to twice the limit are parsed, so that `serve` can answer
+        // 431; hyper itself closes the connection on anything larger.
+        .max_buf_size(2 * limits.max_header_size as usize)
         .pipeline_flush(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
 
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -56,17 +63,25 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let runtime = runtime.clone();
+        let proxy = proxy.clone();
         let service = service_fn(move |request| {
-            let runtime = runtime.clone();
-            async move { Ok::<_, Infallible>(serve(&runtime, request).await) }
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(serve(&proxy, request).await) }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            // A client that connects and never speaks holds nothing for long:
+            // hyper's header timeout only starts once bytes arrive.
+            let mut first = [0u8; 1];
+            if !matches!(
+                timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!("connection ended with an error: {err}");
             }
         });
@@ -77,7 +92,7 @@ pub async fn run(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(drain_timeout) => {
-            tracing::warn!("requests still in flight after {drain_timeout:?}; stopping anyway");
+            tracing::warn!("requests still in flight after {drain_timeout:?}; cutting them off");
         }
     }
     Ok(())
@@ -86,26 +101,22 @@ pub async fn run(
 /// One request, start to response head: the one place where errors become
 /// responses, and where the access log is written.
 async fn serve(
-    runtime: &Runtime,
+    proxy: &Proxy,
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let started = Instant::now();
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let response = match proxy::handle(runtime, request).await {
-        Ok(response) => response,
-        Err(err) => {
-            match &err {
-                ProxyError::BadRequest(error) => {
-                    tracing::info!(%method, path = uri.path(), "bad request: {}", proxy::one_line(error));
-                }
-                ProxyError::Guest { error, logged } if !logged => {
-                    tracing::error!(%method, path = uri.path(), "guest failed: {}", proxy::one_line(error));
-                }
-                ProxyError::Guest { .. } => {}
-            }
-            plain_response(err.status())
-        }
+    let response = if head_size(&request) > proxy.limits.max_header_size {
+        tracing::info!(%method, path = uri.path(), "request head too large");
+        let mut response = plain_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        response
+    } else {
+        respond(proxy, request).await
     };
     tracing::info!(
         target: "wasi_serve::access",
@@ -115,6 +126,64 @@ async fn serve(
         elapsed = ?started.elapsed(),
     );
     response
+}
+
+/// The size of a request's head as sent: request line and header lines.
+fn head_size<B>(request: &hyper::Request<B>) -> u64 {
+    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (line + headers) as u64
+}
+
+/// The guest's response, or the error turned into one.
+async fn respond(
+    proxy: &Proxy,
+    request: hyper::Request<Incoming>,
+) -> hyper::Response<HyperOutgoingBody> {
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    match proxy.handle(request).await {
+        Ok(response) => response,
+        Err(err) => {
+            match &err {
+                ProxyError::BadRequest(error) => {
+                    tracing::info!(%method, path = uri.path(), "bad request: {}", proxy::one_line(error));
+                }
+                ProxyError::Guest { error, logged } if !logged => {
+                    tracing::error!(%method, path = uri.path(), "guest failed: {}", proxy::one_line(error));
+                }
+                ProxyError::Guest { .. } | ProxyError::Timeout => {}
+                ProxyError::BodyTooLarge => {
+                    tracing::info!(%method, path = uri.path(), "request body too large");
+                }
+                ProxyError::Busy => {
+                    tracing::warn!(%method, path = uri.path(), "no instance slot free in time");
+                }
+            }
+            let mut response = plain_response(err.status());
+            match err {
+                ProxyError::Busy => {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                }
+                // The rest of the body is not read: the connection cannot be
+                // reused.
+                ProxyError::BodyTooLarge => {
+                    response.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                }
+                _ => {}
+            }
+            response
+        }
+    }
 }
 
 /// A plain-text response such as `500: Internal Server Error`: the status and

@@ -1,29 +1,44 @@
-//! The shutdown signal: Ctrl-C (SIGINT) or SIGTERM, whichever comes first.
+//! Shutdown signals: Ctrl-C (SIGINT) and SIGTERM.
 
 use anyhow::{Context, Result};
 
-/// Resolves when the process is asked to stop.
-///
-/// The handlers are installed before this returns, so a signal that arrives
-/// while the server is starting is not lost.
-pub fn signal() -> Result<impl Future<Output = ()>> {
+/// The process's stop signals, installed once.
+pub struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => tracing::info!("received Ctrl-C, shutting down"),
-                _ = terminate.recv() => tracing::info!("received SIGTERM, shutting down"),
-            }
-        })
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers now, so a signal that arrives while the server
+    /// is starting is not lost.
+    pub fn new() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("failed to handle SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("failed to handle SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
+
+    /// Resolves at the next Ctrl-C or SIGTERM and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "Ctrl-C",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
             let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("received Ctrl-C, shutting down");
-        })
+            "Ctrl-C"
+        }
     }
 }

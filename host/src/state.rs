@@ -3,38 +3,41 @@
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::guest_output::{self, RequestTag};
+use crate::limits::MemoryLimiter;
+use crate::outbound::Outbound;
 
 /// What one instance's store holds. Built fresh for every request and dropped
 /// with it, so nothing survives from one request to the next.
 pub struct GuestState {
     /// WASI 0.2: no preopened directories, no environment variables, no
-    /// arguments, closed stdin, discarded stdout/stderr, every socket address
-    /// denied (the builder's defaults).
+    /// arguments, closed stdin, every socket address denied (the builder's
+    /// defaults); stdout and stderr go to the log.
     wasi: WasiCtx,
     /// `wasi:http` state for this request.
     http: WasiHttpCtx,
     /// Handles of the guest's resources (request, streams, ...).
     table: ResourceTable,
     /// Decides the fate of the guest's outgoing HTTP requests.
-    hooks: DenyOutbound,
+    outbound: Outbound,
+    /// Caps linear memory.
+    pub limiter: MemoryLimiter,
 }
 
 impl GuestState {
-    /// A state that grants nothing.
-    pub fn new() -> Self {
+    /// The state for the request `tag`: nothing granted but outgoing HTTP to
+    /// the origins `outbound` allows, memories capped at `max_memory` bytes.
+    pub fn new(tag: RequestTag, outbound: Outbound, max_memory: usize) -> Self {
+        let (stdout, stderr) = guest_output::pair(tag);
         Self {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().stdout(stdout).stderr(stderr).build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: DenyOutbound,
+            outbound,
+            limiter: MemoryLimiter::new(max_memory),
         }
-    }
-}
-
-impl Default for GuestState {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -52,30 +55,7 @@ impl WasiHttpView for GuestState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.hooks,
+            hooks: &mut self.outbound,
         }
-    }
-}
-
-/// Refuses every outgoing request with `wasi:http`'s `HTTP-request-denied`
-/// error; the guest decides what to answer.
-struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
-        tracing::warn!(uri = %request.uri(), "outgoing request denied");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

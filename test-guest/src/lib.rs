@@ -15,7 +15,7 @@
 //! | `/sleep/{ms}` | waits `ms` milliseconds, then 200 `slept {ms}ms` |
 //! | `/stream/{n}` | 200 with a body of `n` bytes |
 //! | `/echo` | 200 with the request body |
-//! | `/print` | writes to stdout and stderr, then 200 |
+//! | `/print/{n}` | writes a line to stdout and stderr, then `n` 100-byte lines to stdout; 200 |
 //! | `/fetch?{url}` | GETs `url` through `wasi:http/outgoing-handler`; 200 with its body, or 502 with the error |
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
@@ -101,6 +101,12 @@ impl Guest for TestGuest {
                 let line = format!("hello from {method:?} {path}\n", method = request.method());
                 write_all(&wasi::cli::stdout::get_stdout(), line.as_bytes());
                 write_all(&wasi::cli::stderr::get_stderr(), b"and to stderr\n");
+                let filler = [b'.'; 99];
+                let stdout = wasi::cli::stdout::get_stdout();
+                for _ in 0..rest.parse::<usize>().unwrap_or(0) {
+                    write_all(&stdout, &filler);
+                    write_all(&stdout, b"\n");
+                }
                 respond(response_out, 200, b"printed");
             }
             "fetch" => match fetch(query) {

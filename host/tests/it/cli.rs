@@ -59,8 +59,24 @@ fn a_bad_flag_value_is_a_usage_error() {
     let (code, stderr) = run_to_exit(&["--shutdown-timeout", "soon", "x.wasm"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--shutdown-timeout"), "{stderr}");
-    let (code, stderr) = run_to_exit(&["--max-concurrent-requests", "0", "x.wasm"]);
-    assert_eq!(code, Some(2), "{stderr}");
+    for bad in [
+        ["--max-concurrent-requests", "0"],
+        ["--max-memory", "lots"],
+        ["--allow-outbound", "example.com"],
+        ["--request-timeout", "0s"],
+    ] {
+        let (code, stderr) = run_to_exit(&[bad[0], bad[1], "x.wasm"]);
+        assert_eq!(code, Some(2), "{bad:?}: {stderr}");
+        assert!(stderr.contains(bad[0]), "{bad:?}: {stderr}");
+    }
+    // Values that parse but cannot work are refused before listening.
+    let greeter = greeter();
+    let (code, stderr) = run_to_exit(&["--max-header-size", "1KiB", greeter.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--max-header-size must be at least 8KiB"),
+        "{stderr}"
+    );
 }
 
 /// A file that cannot be served ends the program before it listens: exit
@@ -147,6 +163,65 @@ async fn signals_drain_requests_in_flight_then_exit_zero() {
             .expect("wait");
         assert_eq!(status.code(), Some(0), "SIG{signal}");
     }
+}
+
+/// Past `--shutdown-timeout`, requests still in flight are cut and the
+/// process exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_past_the_shutdown_timeout_are_cut() {
+    let mut serve = ServeProcess::start(&[
+        "--shutdown-timeout",
+        "500ms",
+        test_guest().to_str().unwrap(),
+    ])
+    .await;
+    let addr = serve.addr;
+    let in_flight = tokio::spawn(async move { try_get(addr, "/sleep/8000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    serve.signal("TERM");
+    serve.wait_for_log(&["cutting them off"]).await;
+    let status = tokio::time::timeout(crate::support::STEP, serve.child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        in_flight.await.unwrap().is_none(),
+        "the request was cut, not answered"
+    );
+}
+
+/// A second signal while draining exits at once, with exit code 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_exits_at_once() {
+    let mut serve = ServeProcess::start(&[test_guest().to_str().unwrap()]).await;
+    let addr = serve.addr;
+    let in_flight = tokio::spawn(async move { try_get(addr, "/sleep/8000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    serve.signal("TERM");
+    serve.wait_for_log(&["stopped accepting"]).await;
+    serve.signal("INT");
+    let status = tokio::time::timeout(crate::support::STEP, serve.child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        in_flight.await.unwrap().is_none(),
+        "the request was cut, not answered"
+    );
+}
+
+/// `GET path`, or `None` if the connection fails before a whole response.
+async fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use http_body_util::BodyExt;
+    let mut sender = crate::support::http1(addr).await;
+    let response = sender
+        .send_request(crate::support::build(http::Method::GET, addr, path))
+        .await
+        .ok()?;
+    let body = response.into_body().collect().await.ok()?;
+    Some(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
 fn scratch_dir(name: &str) -> PathBuf {

@@ -87,16 +87,19 @@ fn vendored_wit_matches_the_hosts_wasi_http() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    let manifest = metadata["packages"]
-        .as_array()
-        .expect("packages")
-        .iter()
-        .find(|package| package["name"] == "wasmtime-wasi-http")
-        .expect("wasmtime-wasi-http is a dependency")["manifest_path"]
-        .as_str()
-        .expect("manifest path")
-        .to_owned();
+    // The manifest of the wasmtime-wasi-http package cargo resolved.
+    let metadata = String::from_utf8(output.stdout).expect("utf-8");
+    let manifest = metadata
+        .split("\"manifest_path\":\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .find(|path| {
+            Path::new(path)
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|dir| dir.to_string_lossy().starts_with("wasmtime-wasi-http-"))
+        })
+        .expect("wasmtime-wasi-http is a dependency");
     let upstream = Path::new(&manifest).parent().unwrap().join("wit/deps");
     let ours = workspace().join("wit/deps");
     let names = |dir: &Path| -> BTreeSet<String> {

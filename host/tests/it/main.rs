@@ -5,5 +5,8 @@ mod cli;
 mod component;
 mod greeting;
 mod guest_failures;
+mod limits;
+mod outbound;
 mod protocol;
+mod reload;
 mod support;

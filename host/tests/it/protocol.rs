@@ -71,7 +71,7 @@ async fn http2_prior_knowledge_is_served() {
 /// 500 multiplexed over 5 HTTP/2 connections): each gets its own greeting.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_concurrent_requests_are_all_answered_correctly() {
-    let server = TestServer::with_max_instances(&greeter(), 1000).await;
+    let server = TestServer::with_flags(&greeter(), &["--max-concurrent-requests", "1000"]).await;
     let addr = server.addr;
     let mut h2 = Vec::new();
     for _ in 0..5 {

@@ -7,15 +7,16 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::Parser;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, ChildStderr, Command};
-use tokio::sync::oneshot;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use wasi_serve::runtime::{Limits, Runtime};
+use wasi_serve::{Config, Proxy};
 
 /// The `wasi-serve` binary cargo built for these tests.
 pub const SERVE_BIN: &str = env!("CARGO_BIN_EXE_wasi-serve");
@@ -56,22 +57,26 @@ pub struct TestServer {
 impl TestServer {
     /// Serves `component` with room for 64 concurrent requests.
     pub async fn start(component: &Path) -> Self {
-        Self::with_max_instances(component, 64).await
+        Self::with_flags(component, &["--max-concurrent-requests", "64"]).await
     }
 
-    /// Serves `component` with room for `max_instances` concurrent requests.
-    pub async fn with_max_instances(component: &Path, max_instances: u32) -> Self {
-        let runtime = Runtime::load(component, Limits { max_instances }).expect("component loads");
+    /// Serves `component` configured by command-line `flags`, as a user
+    /// would run it.
+    pub async fn with_flags(component: &Path, flags: &[&str]) -> Self {
+        let mut args = vec!["wasi-serve", component.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let config = Config::try_parse_from(args).expect("valid flags");
+        let proxy = Proxy::load(&config).expect("component loads");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(wasi_serve::server::run(
             listener,
-            runtime,
+            proxy,
             async {
                 let _ = signal.await;
             },
-            Duration::from_secs(5),
+            config.shutdown_timeout,
         ));
         Self {
             addr,
@@ -181,11 +186,12 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     send(addr, Method::GET, path).await
 }
 
-/// The `wasi-serve` binary, running; killed when dropped.
+/// The `wasi-serve` binary, running; killed when dropped. Its stderr is
+/// read continuously (a full pipe would stall the server) into `logs`.
 pub struct ServeProcess {
     pub child: Child,
     pub addr: SocketAddr,
-    pub stderr: BufReader<ChildStderr>,
+    logs: mpsc::UnboundedReceiver<String>,
 }
 
 impl ServeProcess {
@@ -211,12 +217,16 @@ impl ServeProcess {
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         let addr = url.parse().expect("printed address parses");
-        let stderr = BufReader::new(child.stderr.take().expect("stderr piped"));
-        Self {
-            child,
-            addr,
-            stderr,
-        }
+        let (sender, logs) = mpsc::unbounded_channel();
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, addr, logs }
     }
 
     /// Sends `signal` (e.g. `TERM`) to the process.
@@ -229,20 +239,22 @@ impl ServeProcess {
         assert!(status.success(), "kill -{signal} {pid}");
     }
 
-    /// Reads stderr lines until one contains all of `needles`.
+    /// Reads log lines until one contains all of `needles`; returns it.
     pub async fn wait_for_log(&mut self, needles: &[&str]) -> String {
-        let mut line = String::new();
         loop {
-            line.clear();
-            let read = tokio::time::timeout(STEP, self.stderr.read_line(&mut line))
+            let line = tokio::time::timeout(STEP, self.logs.recv())
                 .await
                 .unwrap_or_else(|_| panic!("no log line with {needles:?} in time"))
-                .expect("stderr readable");
-            assert!(read > 0, "stderr closed before a line with {needles:?}");
+                .unwrap_or_else(|| panic!("stderr closed before a line with {needles:?}"));
             if needles.iter().all(|needle| line.contains(needle)) {
                 return line;
             }
         }
+    }
+
+    /// The log lines that arrived so far.
+    pub fn drain_logs(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.logs.try_recv().ok()).collect()
     }
 }
 

@@ -1,0 +1,120 @@
+//! Hot swap: on SIGHUP, or (with `--watch`) when the component's file
+//! changes, compile the new file in the background and switch to it
+//! atomically. Requests in flight finish on the old component; a file that
+//! fails to load is rejected and the old one keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::Notify;
+
+use crate::proxy::{Proxy, one_line};
+use crate::runtime::content_hash;
+
+/// How long the file must stay quiet before it is loaded: editors and build
+/// tools write in several steps, or write a new file and rename it over.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Starts reloading `proxy`'s component on SIGHUP and, if `watch`, whenever
+/// its file changes. Runs until the process ends; reloads never overlap.
+pub fn spawn(proxy: Arc<Proxy>, watch: bool) -> Result<()> {
+    let wake = Arc::new(Notify::new());
+    let watcher = if watch {
+        Some(watch_file(&proxy.path, wake.clone())?)
+    } else {
+        None
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
+        let wake = wake.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("received SIGHUP, reloading the component");
+                wake.notify_one();
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let _watcher = watcher; // watching stops when it is dropped
+        loop {
+            wake.notified().await;
+            // Debounce: wait until no change has come for a while.
+            while tokio::time::timeout(DEBOUNCE, wake.notified())
+                .await
+                .is_ok()
+            {}
+            reload(&proxy).await;
+        }
+    });
+    Ok(())
+}
+
+/// Watches the directory holding `path` (so replacement by rename is seen)
+/// and wakes `wake` on any change to `path`.
+fn watch_file(path: &Path, wake: Arc<Notify>) -> Result<notify::RecommendedWatcher> {
+    let path = std::path::absolute(path)
+        .with_context(|| format!("failed to watch `{}`", path.display()))?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let target = path.clone();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if !matches!(event.kind, EventKind::Access(_)) => {
+                if event.paths.iter().any(|changed| changed == &target) {
+                    wake.notify_one();
+                }
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!("file watcher error: {err}"),
+        })
+        .context("failed to start the file watcher")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("failed to watch `{}`", dir.display()))?;
+    tracing::info!(path = %path.display(), "watching the component for changes");
+    Ok(watcher)
+}
+
+/// Loads the component file again and, if it differs and loads, swaps it in.
+async fn reload(proxy: &Arc<Proxy>) {
+    let path: PathBuf = proxy.path.clone();
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            tracing::warn!(path = %path.display(), "reload rejected: cannot read the file: {err}; still serving the old component");
+            return;
+        }
+    };
+    let old = proxy.current();
+    if content_hash(&bytes) == old.hash {
+        tracing::debug!(hash = old.hash, "component unchanged; nothing to reload");
+        return;
+    }
+    let started = Instant::now();
+    let runtime = proxy.runtime().clone();
+    // Compiling takes a while: keep it off the threads serving requests.
+    let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes)).await;
+    match compiled {
+        Ok(Ok(guest)) => {
+            let new_hash = guest.hash.clone();
+            let old = proxy.swap(guest);
+            tracing::info!(
+                old = old.hash,
+                new = new_hash,
+                compile = ?started.elapsed(),
+                "component reloaded"
+            );
+        }
+        Ok(Err(err)) => tracing::warn!(
+            path = %path.display(),
+            still_serving = old.hash,
+            "reload rejected: {}",
+            one_line(&err)
+        ),
+        Err(join) => tracing::error!("reload task failed: {join}"),
+    }
+}

@@ -1,0 +1,330 @@
+//! Each limit, pushed by a misbehaving guest or client: the client gets a
+//! clean answer, and the host still serves a normal request afterwards.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{STEP, ServeProcess, TestServer, get, test_guest};
+
+async fn still_serves(server: &TestServer) {
+    let reply = get(server.addr, "/after").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "Howdy, after!");
+}
+
+/// A guest in an endless loop is interrupted at the request timeout: 504.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_looping_guest_is_interrupted_with_504() {
+    let server = TestServer::with_flags(&test_guest(), &["--request-timeout", "500ms"]).await;
+    let reply = get(server.addr, "/loop").await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(reply.body, "504: Gateway Timeout");
+    assert_eq!(reply.header("content-type"), "text/plain; charset=utf-8");
+    still_serves(&server).await;
+}
+
+/// A guest blocked in a host call (sleeping) times out the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sleeping_guest_is_interrupted_with_504() {
+    let server = TestServer::with_flags(&test_guest(), &["--request-timeout", "300ms"]).await;
+    let reply = get(server.addr, "/sleep/5000").await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    still_serves(&server).await;
+}
+
+/// While guests spin in loops on every worker thread, other requests are
+/// still served: all of them finish before any loop is interrupted.
+#[tokio::test(flavor = "multi_thread")]
+async fn looping_guests_do_not_starve_other_requests() {
+    let server = TestServer::with_flags(&test_guest(), &["--request-timeout", "4s"]).await;
+    let addr = server.addr;
+    let loops: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { get(addr, "/loop").await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..20 {
+        let reply = get(addr, &format!("/meanwhile{i}")).await;
+        assert_eq!(reply.body, format!("Howdy, meanwhile{i}!"));
+    }
+    assert!(
+        loops.iter().all(|task| !task.is_finished()),
+        "the greetings were served while the loops still ran"
+    );
+    for task in loops {
+        assert_eq!(task.await.unwrap().status, StatusCode::GATEWAY_TIMEOUT);
+    }
+}
+
+/// A guest growing memory past `--max-memory` fails alone with a 500.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_over_the_memory_limit_fails_alone() {
+    let server = TestServer::with_flags(&test_guest(), &["--max-memory", "16MiB"]).await;
+    let reply = get(server.addr, "/alloc").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.body, "500: Internal Server Error");
+    still_serves(&server).await;
+}
+
+/// The memory failure is logged as what it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_limit_is_named_in_the_log() {
+    let mut serve =
+        ServeProcess::start(&["--max-memory", "8MiB", test_guest().to_str().unwrap()]).await;
+    assert_eq!(get(serve.addr, "/alloc").await.status, 500);
+    serve
+        .wait_for_log(&["guest failed", "memory limit of 8388608 bytes", "/alloc"])
+        .await;
+}
+
+/// Past `--max-concurrent-requests`, requests wait up to `--queue-timeout`
+/// for a slot, then get 503 with `Retry-After`.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_past_the_concurrency_limit_wait_then_get_503() {
+    let server = TestServer::with_flags(
+        &test_guest(),
+        &["--max-concurrent-requests", "2", "--queue-timeout", "200ms"],
+    )
+    .await;
+    let addr = server.addr;
+    let busy: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get(addr, "/sleep/1500").await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = get(addr, "/turned-away").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body, "503: Service Unavailable");
+    assert_eq!(reply.header("retry-after"), "1");
+    for task in busy {
+        assert_eq!(task.await.unwrap().body, "slept 1500ms");
+    }
+    still_serves(&server).await;
+}
+
+/// A request that finds every slot busy waits for one (backpressure) and is
+/// served when it frees up within the queue timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_request_is_served_when_a_slot_frees() {
+    let server = TestServer::with_flags(
+        &test_guest(),
+        &["--max-concurrent-requests", "1", "--queue-timeout", "10s"],
+    )
+    .await;
+    let addr = server.addr;
+    let first = tokio::spawn(async move { get(addr, "/sleep/500").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = get(addr, "/waited").await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body, "Howdy, waited!");
+    assert!(
+        first.is_finished(),
+        "the second request waited for the first"
+    );
+}
+
+async fn post(
+    server: &TestServer,
+    body: impl hyper::body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
+) -> (StatusCode, String) {
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/echo")
+        .header("host", "test")
+        .body(body)
+        .unwrap();
+    let response = tokio::time::timeout(STEP, sender.send_request(request))
+        .await
+        .expect("in time")
+        .expect("response");
+    let status = response.status();
+    let body = response.into_body().collect().await.map(|b| b.to_bytes());
+    (
+        status,
+        String::from_utf8_lossy(&body.unwrap_or_default()).into_owned(),
+    )
+}
+
+/// Bodies over `--max-request-body` get 413, whether their length is
+/// declared up front or only found out while reading (chunked).
+#[tokio::test(flavor = "multi_thread")]
+async fn request_bodies_over_the_limit_get_413() {
+    let server = TestServer::with_flags(&test_guest(), &["--max-request-body", "1KiB"]).await;
+
+    let (status, body) = post(&server, Full::new(Bytes::from(vec![b'a'; 500]))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        "a".repeat(500),
+        "a body under the limit reaches the guest"
+    );
+
+    // Declared too large: refused from the head alone, before any body byte
+    // is read (the client waits for an answer, as with `Expect: 100-continue`).
+    let raw = exchange(
+        &server,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n",
+    )
+    .await;
+    assert!(
+        raw.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{raw}"
+    );
+    assert!(raw.ends_with("413: Payload Too Large"), "{raw}");
+
+    // Chunked, so no length up front: the host counts while the guest reads
+    // and stops reading past the limit.
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        request.extend_from_slice(format!("12c\r\n{}\r\n", "b".repeat(300)).as_bytes());
+    }
+    let raw = exchange(&server, &request).await;
+    assert!(
+        raw.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{raw}"
+    );
+
+    still_serves(&server).await;
+}
+
+/// Writes `request` on a new connection and reads until the server closes it.
+async fn exchange(server: &TestServer, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut raw)).await;
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// A client that sends its headers too slowly, or nothing at all, is
+/// disconnected after `--header-read-timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_silent_clients_are_disconnected() {
+    let server = TestServer::with_flags(&test_guest(), &["--header-read-timeout", "500ms"]).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    for stream in [&mut silent, &mut slow] {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the server closed the connection");
+        assert!(!String::from_utf8_lossy(&buf).contains("Howdy"));
+    }
+    still_serves(&server).await;
+}
+
+/// A request head over `--max-header-size` gets 431; a far larger one has
+/// its connection closed without being read to the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_headers_get_431_or_a_closed_connection() {
+    let server = TestServer::with_flags(&test_guest(), &["--max-header-size", "16KiB"]).await;
+    for (kib, expect_431) in [(17, true), (100, false)] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let big = "x".repeat(kib * 1024);
+        let request = format!("GET /big HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n");
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "{kib} KiB: the connection ends");
+        let text = String::from_utf8_lossy(&buf);
+        if expect_431 {
+            assert!(
+                text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+                "{text}"
+            );
+            assert!(
+                text.ends_with("431: Request Header Fields Too Large"),
+                "{text}"
+            );
+        } else {
+            assert!(!text.contains("Howdy"), "{kib} KiB: not served: {text}");
+        }
+    }
+    still_serves(&server).await;
+}
+
+/// A guest that traps after sending headers and part of the body: the client
+/// sees the response cut off, not a complete-looking short body.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_after_the_headers_cuts_the_response_off() {
+    let server = TestServer::start(&test_guest()).await;
+    for _ in 0..3 {
+        let mut sender = crate::support::http1(server.addr).await;
+        let request = crate::support::build(Method::GET, server.addr, "/trap-after-headers");
+        // hyper may or may not have flushed the head before the trap; either
+        // way the client must see a failure, never a complete response.
+        if let Ok(response) = tokio::time::timeout(STEP, sender.send_request(request))
+            .await
+            .expect("in time")
+        {
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = tokio::time::timeout(STEP, response.into_body().collect())
+                .await
+                .expect("in time");
+            assert!(body.is_err(), "the body must end in an error, got {body:?}");
+        }
+    }
+    still_serves(&server).await;
+}
+
+/// A guest streaming a large body: every byte arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_streamed_body_arrives_whole() {
+    let server = TestServer::start(&test_guest()).await;
+    let reply = get(server.addr, "/stream/10000000").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-length"), "10000000");
+    assert_eq!(reply.body.len(), 10_000_000);
+    assert!(reply.body.bytes().all(|b| b == b'x'));
+}
+
+/// Guest stdout and stderr go to the log, tagged with the request; past the
+/// per-request budget the rest is dropped, with one line saying so.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_output_is_logged_per_request_and_bounded() {
+    let mut serve = ServeProcess::start(&[test_guest().to_str().unwrap()]).await;
+    assert_eq!(get(serve.addr, "/print/0").await.body, "printed");
+    serve
+        .wait_for_log(&[
+            "wasi_serve::guest",
+            "stdout",
+            "path=\"/print/0\"",
+            "hello from",
+        ])
+        .await;
+    serve
+        .wait_for_log(&[
+            "wasi_serve::guest",
+            "stderr",
+            "path=\"/print/0\"",
+            "and to stderr",
+        ])
+        .await;
+
+    assert_eq!(get(serve.addr, "/print/5000").await.body, "printed");
+    let mut filler_lines = 0;
+    loop {
+        let line = serve.wait_for_log(&["/print/5000"]).await;
+        if line.contains("dropped") {
+            break;
+        }
+        filler_lines += usize::from(line.contains("....."));
+    }
+    assert!(filler_lines > 100, "output up to the budget is logged");
+    assert!(
+        filler_lines <= 64 * 1024 / 100,
+        "no more than the budget: {filler_lines}"
+    );
+}

@@ -1,0 +1,188 @@
+//! Hot swap: the component changes while the host runs, under load, and no
+//! request fails.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+use crate::support::{STEP, ServeProcess, build, get, greeter, http1, read, test_guest};
+
+const GREETER: &str = "Hello, World!";
+const TEST_GUEST: &str = "Howdy, World!";
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasi-serve-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Replaces `target` the way build tools do: write a temporary file beside
+/// it, then rename it over.
+fn replace_by_rename(target: &Path, source: &Path) {
+    let temp = target.with_extension("tmp");
+    std::fs::copy(source, &temp).unwrap();
+    std::fs::rename(&temp, target).unwrap();
+}
+
+/// Rewrites `target` in place in two writes with a pause between them, the
+/// way a slow copy does; the half-written file must never be loaded.
+async fn rewrite_in_two_steps(target: &Path, source: &Path) {
+    use tokio::io::AsyncWriteExt;
+    let bytes = std::fs::read(source).unwrap();
+    let mut file = tokio::fs::File::create(target).await.unwrap();
+    file.write_all(&bytes[..bytes.len() / 2]).await.unwrap();
+    file.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    file.write_all(&bytes[bytes.len() / 2..]).await.unwrap();
+    file.flush().await.unwrap();
+}
+
+/// Polls until `/World` answers `expected`.
+async fn wait_for_body(serve: &ServeProcess, expected: &str) {
+    tokio::time::timeout(STEP, async {
+        while get(serve.addr, "/World").await.body != expected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the host never switched to {expected:?}"));
+}
+
+/// Under continuous concurrent load, the watched file is swapped between two
+/// components ten times (by rename and by slow in-place writes): every
+/// response is a complete 200 from one of the two, and both are seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn swapping_under_load_loses_no_request() {
+    let dir = scratch("swap-under-load");
+    let served = dir.join("served.wasm");
+    std::fs::copy(greeter(), &served).unwrap();
+    let mut serve = ServeProcess::start(&["--watch", served.to_str().unwrap()]).await;
+    let addr = serve.addr;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let load: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, counts) = (stop.clone(), counts.clone());
+            tokio::spawn(async move {
+                // Keep-alive connections: swaps must not disturb them either.
+                let mut sender = http1(addr).await;
+                while !stop.load(Ordering::Relaxed) {
+                    sender.ready().await.expect("connection stays usable");
+                    let response = sender
+                        .send_request(build(Method::GET, addr, "/World"))
+                        .await
+                        .expect("every request is answered");
+                    let reply = read(response).await;
+                    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+                    match reply.body.as_str() {
+                        GREETER => counts[0].fetch_add(1, Ordering::Relaxed),
+                        TEST_GUEST => counts[1].fetch_add(1, Ordering::Relaxed),
+                        other => panic!("unexpected body {other:?}"),
+                    };
+                }
+            })
+        })
+        .collect();
+
+    for swap in 0..10 {
+        let (source, expected) = if swap % 2 == 0 {
+            (test_guest(), TEST_GUEST)
+        } else {
+            (greeter(), GREETER)
+        };
+        if swap % 4 < 2 {
+            replace_by_rename(&served, &source);
+        } else {
+            rewrite_in_two_steps(&served, &source).await;
+        }
+        wait_for_body(&serve, expected).await;
+        serve.wait_for_log(&["component reloaded"]).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.expect("no load task saw a failure");
+    }
+    let (greeted, howdied) = (
+        counts[0].load(Ordering::Relaxed),
+        counts[1].load(Ordering::Relaxed),
+    );
+    assert!(
+        greeted > 0 && howdied > 0,
+        "both components served: {greeted} / {howdied}"
+    );
+    let rejected: Vec<_> = serve
+        .drain_logs()
+        .into_iter()
+        .filter(|line| line.contains("rejected"))
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "no half-written file was loaded: {rejected:?}"
+    );
+}
+
+/// A new file that fails to load is rejected with a log line; the old
+/// component keeps serving, and a good file afterwards is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_new_file_is_rejected_and_the_old_component_keeps_serving() {
+    let dir = scratch("swap-rejected");
+    let served = dir.join("served.wasm");
+    std::fs::copy(greeter(), &served).unwrap();
+    let mut serve = ServeProcess::start(&["--watch", served.to_str().unwrap()]).await;
+
+    std::fs::write(dir.join("bad.tmp"), b"this is not wasm").unwrap();
+    std::fs::rename(dir.join("bad.tmp"), &served).unwrap();
+    let line = serve.wait_for_log(&["reload rejected"]).await;
+    assert!(line.contains("not a WebAssembly file"), "{line}");
+    assert_eq!(get(serve.addr, "/World").await.body, GREETER);
+
+    let core = wat::parse_str("(module)").unwrap();
+    std::fs::write(dir.join("core.tmp"), core).unwrap();
+    std::fs::rename(dir.join("core.tmp"), &served).unwrap();
+    let line = serve.wait_for_log(&["reload rejected"]).await;
+    assert!(line.contains("core WebAssembly module"), "{line}");
+    assert_eq!(get(serve.addr, "/World").await.body, GREETER);
+
+    replace_by_rename(&served, &test_guest());
+    wait_for_body(&serve, TEST_GUEST).await;
+}
+
+/// SIGHUP reloads the component even without `--watch`; the swap is logged
+/// with the old and new content hashes.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_component() {
+    let dir = scratch("sighup");
+    let served = dir.join("served.wasm");
+    std::fs::copy(greeter(), &served).unwrap();
+    let mut serve = ServeProcess::start(&[served.to_str().unwrap()]).await;
+    let loaded = serve.wait_for_log(&["compiled component"]).await;
+    let old_hash = field(&loaded, "hash");
+
+    replace_by_rename(&served, &test_guest());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get(serve.addr, "/World").await.body,
+        GREETER,
+        "no watching without --watch"
+    );
+
+    serve.signal("HUP");
+    let line = serve.wait_for_log(&["component reloaded"]).await;
+    assert_eq!(field(&line, "old"), old_hash);
+    assert_ne!(field(&line, "new"), old_hash);
+    assert!(line.contains("compile="), "{line}");
+    assert_eq!(get(serve.addr, "/World").await.body, TEST_GUEST);
+}
+
+/// The value of `name=value` in a log line.
+fn field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in {line}"))
+        .trim_matches('"')
+        .to_owned()
+}
