@@ -39,8 +39,10 @@ fn run(config: Config) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("failed to listen on `{}`", config.addr))?;
-        println!("listening on http://{}", listener.local_addr()?);
+        // Watch before announcing the address: a change made as soon as the
+        // server is up must not be missed.
         reload::spawn(proxy.clone(), config.watch)?;
+        println!("listening on http://{}", listener.local_addr()?);
 
         // The first signal drains; a second one exits at once.
         let (stop, stopped) = tokio::sync::oneshot::channel();

@@ -41,14 +41,19 @@ async fn rewrite_in_two_steps(target: &Path, source: &Path) {
 }
 
 /// Polls until `/World` answers `expected`.
-async fn wait_for_body(serve: &ServeProcess, expected: &str) {
-    tokio::time::timeout(STEP, async {
-        while get(serve.addr, "/World").await.body != expected {
+async fn wait_for_body(serve: &mut ServeProcess, expected: &str) {
+    let addr = serve.addr;
+    let switched = tokio::time::timeout(STEP, async {
+        while get(addr, "/World").await.body != expected {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
-    .await
-    .unwrap_or_else(|_| panic!("the host never switched to {expected:?}"));
+    .await;
+    if switched.is_err() {
+        let logs = serve.drain_logs();
+        let logs: Vec<_> = logs.iter().filter(|l| !l.contains("access")).collect();
+        panic!("the host never switched to {expected:?}; its log: {logs:#?}");
+    }
 }
 
 /// Under continuous concurrent load, the watched file is swapped between two
@@ -99,7 +104,7 @@ async fn swapping_under_load_loses_no_request() {
         } else {
             rewrite_in_two_steps(&served, &source).await;
         }
-        wait_for_body(&serve, expected).await;
+        wait_for_body(&mut serve, expected).await;
         serve.wait_for_log(&["component reloaded"]).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -148,7 +153,7 @@ async fn a_bad_new_file_is_rejected_and_the_old_component_keeps_serving() {
     assert_eq!(get(serve.addr, "/World").await.body, GREETER);
 
     replace_by_rename(&served, &test_guest());
-    wait_for_body(&serve, TEST_GUEST).await;
+    wait_for_body(&mut serve, TEST_GUEST).await;
 }
 
 /// SIGHUP reloads the component even without `--watch`; the swap is logged
