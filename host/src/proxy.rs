@@ -10,8 +10,8 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::oneshot;
@@ -26,6 +26,8 @@ use crate::limits::{Admission, Limits};
 use crate::outbound::Outbound;
 use crate::runtime::{Guest, Runtime};
 use crate::state::GuestState;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a request got no response from the guest. Turned into an HTTP
 /// response, and logged, by the server.
@@ -118,10 +120,14 @@ impl Proxy {
     ///
     /// The guest keeps running on its task after the response head is
     /// returned, to stream the body; its slot is released when it finishes.
-    pub async fn handle(
+    pub async fn handle<B>(
         &self,
-        request: hyper::Request<Incoming>,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, ProxyError> {
+        request: hyper::Request<B>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error> + Into<BoxError>,
+    {
         let arrived = Instant::now();
         let max_body = self.limits.max_request_body;
         let declared = request.body().size_hint().exact();
@@ -154,12 +160,13 @@ impl Proxy {
             let flags = flags.clone();
             let request = request.map(|body| {
                 Limited::new(body, max_body as usize).map_err(move |err| {
+                    if err.is::<LengthLimitError>() {
+                        flags.body_too_large.store(true, Ordering::Relaxed);
+                        return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body));
+                    }
                     match err.downcast::<hyper::Error>() {
                         Ok(err) => wasmtime_wasi_http::Error::Hyper(*err),
-                        Err(_) => {
-                            flags.body_too_large.store(true, Ordering::Relaxed);
-                            wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body))
-                        }
+                        Err(err) => wasmtime_wasi_http::Error::InternalError(Some(err.to_string())),
                     }
                 })
             });

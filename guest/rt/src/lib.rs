@@ -15,11 +15,98 @@
 mod wasm {
     extern crate alloc;
 
-    use alloc::alloc::Layout;
+    use alloc::alloc::{GlobalAlloc, Layout};
+    use core::cell::Cell;
 
-    /// Heap allocations: the allocator Rust's own wasm targets are built on.
+    /// Heap allocations: a bump allocator. See [`Bump`].
     #[global_allocator]
-    static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+    static ALLOCATOR: Bump = Bump {
+        next: Cell::new(0),
+        end: Cell::new(0),
+    };
+
+    const PAGE: usize = 65536;
+
+    unsafe extern "C" {
+        /// Where the linker put the end of static data: the heap starts here.
+        static __heap_base: u8;
+    }
+
+    /// A bump allocator for instances that live for one request.
+    ///
+    /// It hands out the free part of the initial linear memory first and
+    /// grows memory only when that runs out. The greeter's allocations fit
+    /// in its initial memory (see `.cargo/config.toml`), so an instance
+    /// never executes `memory.grow`; each grow would cost the host two
+    /// `mprotect` calls per request (grow now, shrink back before the next
+    /// instance), measured at several percent of the whole request. Freed
+    /// memory is reclaimed only when it is the latest allocation: the
+    /// instance is thrown away after one request, which is the design this
+    /// allocator is for. A guest that keeps allocating hits the host's
+    /// memory limit and traps.
+    struct Bump {
+        next: Cell<usize>,
+        end: Cell<usize>,
+    }
+
+    // SAFETY: wasm32-wasip2 components are single-threaded.
+    unsafe impl Sync for Bump {}
+
+    impl Bump {
+        fn take(&self, layout: Layout) -> Option<usize> {
+            if self.end.get() == 0 {
+                self.next.set(core::ptr::addr_of!(__heap_base) as usize);
+                self.end.set(core::arch::wasm32::memory_size(0) * PAGE);
+            }
+            let start = self.next.get().checked_add(layout.align() - 1)? & !(layout.align() - 1);
+            let end = start.checked_add(layout.size())?;
+            if end > self.end.get() {
+                let pages = (end - self.end.get()).div_ceil(PAGE);
+                if core::arch::wasm32::memory_grow(0, pages) == usize::MAX {
+                    return None;
+                }
+                self.end.set(self.end.get() + pages * PAGE);
+            }
+            self.next.set(end);
+            Some(start)
+        }
+    }
+
+    unsafe impl GlobalAlloc for Bump {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            self.take(layout)
+                .map_or(core::ptr::null_mut(), |at| at as *mut u8)
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if ptr as usize + layout.size() == self.next.get() {
+                self.next.set(ptr as usize);
+            }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let at = ptr as usize;
+            // The latest allocation grows (or shrinks) in place.
+            if at + layout.size() == self.next.get() {
+                self.next.set(at);
+                let grown = Layout::from_size_align(new_size, layout.align()).ok();
+                if let Some(new) = grown.and_then(|grown| self.take(grown)) {
+                    return new as *mut u8; // `take` returned `at` itself
+                }
+                self.next.set(at + layout.size());
+                return core::ptr::null_mut();
+            }
+            // SAFETY: forwarded under the caller's guarantees.
+            unsafe {
+                let new = Layout::from_size_align_unchecked(new_size, layout.align());
+                let fresh = self.alloc(new);
+                if !fresh.is_null() {
+                    core::ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new_size));
+                }
+                fresh
+            }
+        }
+    }
 
     /// A panic traps; the host reports the trap and answers 500.
     #[panic_handler]
