@@ -73,8 +73,9 @@ pub struct Config {
     )]
     pub max_memory: u64,
 
-    /// Most requests served at once; each holds one instance. Further
-    /// requests wait up to `--queue-timeout` for a slot, then get 503.
+    /// Most requests served at once; each holds one instance. As many again
+    /// may wait up to `--queue-timeout` for a slot, then get 503; past that
+    /// queue, 503 at once.
     #[arg(
         long,
         env = "WASI_SERVE_MAX_CONCURRENT_REQUESTS",
@@ -101,8 +102,8 @@ pub struct Config {
     )]
     pub max_request_body: u64,
 
-    /// Largest request head (request line and headers) accepted; larger
-    /// ones get 431.
+    /// Largest request head (request line and headers) accepted, 8KiB to
+    /// 1MiB; larger ones get 431.
     #[arg(
         long,
         env = "WASI_SERVE_MAX_HEADER_SIZE",
@@ -149,11 +150,17 @@ impl Config {
     }
 }
 
-/// A duration such as `30s`, `500ms` or `2m`; zero is refused.
+/// The longest duration accepted for any timeout.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A duration such as `30s`, `500ms` or `2m`, from zero (refused) to a day.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
     if duration.is_zero() {
         return Err("must be more than zero".into());
+    }
+    if duration > MAX_DURATION {
+        return Err("must be at most a day (24h)".into());
     }
     Ok(duration)
 }
@@ -203,5 +210,7 @@ mod tests {
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("300000000000y").is_err());
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
     }
 }

@@ -13,6 +13,17 @@ use crate::config::Config;
 /// hyper refuses a smaller read buffer than this for HTTP/1.
 pub const MIN_HEADER_SIZE: u64 = 8 * 1024;
 
+/// The largest `--max-header-size` accepted (hyper buffers twice that per
+/// connection).
+pub const MAX_HEADER_SIZE: u64 = 1 << 20;
+
+/// Most resources (handles) one guest may hold in the host at once; each
+/// costs host memory outside the guest's linear memory.
+pub const MAX_GUEST_RESOURCES: usize = 10_000;
+
+/// Largest header field a guest may build, in bytes.
+pub const MAX_GUEST_FIELD_SIZE: usize = 64 * 1024;
+
 /// The limits in force, taken from the command line.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -38,6 +49,10 @@ impl Limits {
         anyhow::ensure!(
             config.max_header_size >= MIN_HEADER_SIZE,
             "--max-header-size must be at least 8KiB"
+        );
+        anyhow::ensure!(
+            config.max_header_size <= MAX_HEADER_SIZE,
+            "--max-header-size cannot exceed 1MiB"
         );
         anyhow::ensure!(
             config.max_memory <= 4 << 30,
@@ -87,17 +102,34 @@ impl Admission {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
-            return Err(Busy);
-        }
+        // Counted while waiting; the guard uncounts it however the wait
+        // ends, including the client going away and its future being dropped.
+        let _waiting = Waiting::enter(&self.waiting, self.max_waiting)?;
         let permit =
             tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
         match permit {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(Busy),
         }
+    }
+}
+
+/// One request in the wait queue, for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize, max: usize) -> Result<Self, Busy> {
+        if count.fetch_add(1, Ordering::Relaxed) >= max {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
+        Ok(Self(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

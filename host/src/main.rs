@@ -35,13 +35,14 @@ fn run(config: Config) -> Result<()> {
         .context("failed to start the async runtime")?;
     tokio.block_on(async {
         let mut signals = Signals::new()?;
+        let hangup = reload::Hangup::install()?;
         let proxy = Proxy::load(&config)?;
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("failed to listen on `{}`", config.addr))?;
         // Watch before announcing the address: a change made as soon as the
         // server is up must not be missed.
-        reload::spawn(proxy.clone(), config.watch)?;
+        reload::spawn(proxy.clone(), config.watch, hangup)?;
         println!("listening on http://{}", listener.local_addr()?);
 
         // The first signal drains; a second one exits at once.

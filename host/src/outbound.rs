@@ -69,7 +69,8 @@ impl FromStr for OriginPattern {
             return Err(bad("only scheme, host and port are allowed"));
         }
         let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => (
+            // `[::1]:8080` has a port; `[::1]` alone does not.
+            Some((host, port)) if !rest.starts_with('[') || host.ends_with(']') => (
                 host,
                 port.parse().map_err(|_| bad("the port is not a number"))?,
             ),
@@ -165,6 +166,9 @@ mod tests {
             "https://API.example.com:443/"
         ));
         assert!(allows("http://127.0.0.1:8080", "http://127.0.0.1:8080/x"));
+        assert!(allows("http://[::1]", "http://[::1]/x"));
+        assert!(allows("http://[::1]:8080", "http://[::1]:8080/x"));
+        assert!(!allows("http://[::1]:8080", "http://[::1]:8081/x"));
         assert!(!allows(
             "https://api.example.com",
             "http://api.example.com/"

@@ -15,7 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::oneshot;
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -136,6 +136,7 @@ impl Proxy {
         }
         let slot = self.admission.admit().await.map_err(|_| ProxyError::Busy)?;
 
+        let is_head = request.method() == http::Method::HEAD;
         let tag = RequestTag {
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -188,48 +189,70 @@ impl Proxy {
             .saturating_sub(arrived.elapsed());
         let task_flags = flags.clone();
         let task = tokio::spawn(async move {
-            let _slot = slot;
             let run = async {
-                let proxy = guest.pre.instantiate_async(&mut store).await?;
+                let proxy = match guest.pre.instantiate_async(&mut store).await {
+                    Ok(proxy) => proxy,
+                    // A component needing more of some pool resource than
+                    // the admission limit assumed: no room, not a failure.
+                    Err(err) if err.is::<PoolConcurrencyLimitError>() => return Ok(false),
+                    Err(err) => return Err(anyhow::Error::from(err)),
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, out)
                     .await?;
-                anyhow::Ok(())
+                anyhow::Ok(true)
             };
             let result = match tokio::time::timeout(deadline, run).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(error)) if store.data().limiter.hit => ProxyError::Guest {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => Err(ProxyError::Busy),
+                Ok(Err(error)) if store.data().limiter.hit => Err(ProxyError::Guest {
                     error: error.context(format!(
                         "guest exceeded the memory limit of {} bytes",
                         store.data().limiter.max()
                     )),
                     logged: true,
-                },
-                Ok(Err(error)) => ProxyError::Guest {
+                }),
+                Ok(Err(error)) => Err(ProxyError::Guest {
                     error,
                     logged: true,
-                },
-                Err(_elapsed) => ProxyError::Timeout,
+                }),
+                Err(_elapsed) => Err(ProxyError::Timeout),
             };
-            // Before the store (and with it the response body's sender) is
-            // dropped: a body cut short must not look complete.
-            task_flags.guest_failed.store(true, Ordering::Relaxed);
-            match &result {
-                ProxyError::Guest { error, .. } => {
-                    tracing::error!(method = %tag.method, path = tag.uri.path(), "guest failed: {}", one_line(error));
+            if let Err(err) = &result {
+                // Before the store (and with it the response body's sender)
+                // is dropped: a body cut short must not look complete.
+                task_flags.guest_failed.store(true, Ordering::Relaxed);
+                match err {
+                    ProxyError::Guest { error, .. } => tracing::error!(
+                        method = %tag.method,
+                        path = tag.uri.path(),
+                        "guest failed: {}",
+                        one_line(error)
+                    ),
+                    ProxyError::Timeout => tracing::warn!(
+                        method = %tag.method,
+                        path = tag.uri.path(),
+                        "guest interrupted: still running after {deadline:?}"
+                    ),
+                    _ => {}
                 }
-                _ => tracing::warn!(
-                    method = %tag.method,
-                    path = tag.uri.path(),
-                    "guest interrupted: still running after {:?}",
-                    deadline
-                ),
             }
-            Err(result)
+            // The instance goes back to the pool before its slot is handed to
+            // a waiting request.
+            drop(store);
+            drop(slot);
+            result
         });
 
         let outcome = match receiver.await {
+            // A response to HEAD has no body, whatever the guest does with
+            // its own (it may declare a length it never writes).
+            Ok(Ok(response)) if is_head => Ok(response.map(|_| {
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
+            })),
             Ok(Ok(response)) => Ok(response.map(|body| {
                 GuestBody {
                     inner: body,

@@ -18,9 +18,30 @@ use crate::runtime::content_hash;
 /// tools write in several steps, or write a new file and rename it over.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
 
+/// The SIGHUP handler, installed early: SIGHUP's default action ends the
+/// process, so it is caught from start-up on, before the first compile.
+pub struct Hangup {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Hangup {
+    /// Catches SIGHUP from now on.
+    pub fn install() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signal = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
+            Ok(Self { signal })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+}
+
 /// Starts reloading `proxy`'s component on SIGHUP and, if `watch`, whenever
 /// its file changes. Runs until the process ends; reloads never overlap.
-pub fn spawn(proxy: Arc<Proxy>, watch: bool) -> Result<()> {
+pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Hangup) -> Result<()> {
     let wake = Arc::new(Notify::new());
     let watcher = if watch {
         Some(watch_file(&proxy.path, wake.clone())?)
@@ -29,8 +50,7 @@ pub fn spawn(proxy: Arc<Proxy>, watch: bool) -> Result<()> {
     };
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
+        let mut hangup = hangup.signal;
         let wake = wake.clone();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
@@ -39,6 +59,8 @@ pub fn spawn(proxy: Arc<Proxy>, watch: bool) -> Result<()> {
             }
         });
     }
+    #[cfg(not(unix))]
+    let _ = hangup;
     tokio::spawn(async move {
         let _watcher = watcher; // watching stops when it is dropped
         loop {

@@ -21,6 +21,28 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::proxy::{self, Proxy, ProxyError};
 
+/// Ping interval (and answer deadline) on HTTP/2 connections.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// The HTTP/2 connection preface; an HTTP/1 request differs from it early.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits until the client has sent enough to tell HTTP/1 from HTTP/2, which
+/// hyper's protocol detection then reads without a timeout of its own.
+/// `false` if the client closed the connection first.
+async fn await_protocol(stream: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if n == buf.len() || !H2_PREFACE.starts_with(&buf[..n]) => return true,
+            // Part of the HTTP/2 preface: peeking does not consume it, so wait
+            // a little for the rest rather than spin.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops
 /// accepting, lets requests in flight finish for up to `drain_timeout`, and
 /// cuts what is left.
@@ -39,12 +61,15 @@ pub async fn run(
         .header_read_timeout(header_timeout)
         // Heads up to twice the limit are parsed, so that `serve` can answer
         // 431; hyper itself closes the connection on anything larger.
-        .max_buf_size(2 * limits.max_header_size as usize)
+        .max_buf_size(2 * limits.max_header_size as usize) // at most 2 MiB: see `Limits`
         .pipeline_flush(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
+        // A peer that stops answering pings is disconnected.
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE);
 
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -71,13 +96,10 @@ pub async fn run(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // A client that connects and never speaks holds nothing for long:
-            // hyper's header timeout only starts once bytes arrive.
-            let mut first = [0u8; 1];
-            if !matches!(
-                timeout(header_timeout, stream.peek(&mut first)).await,
-                Ok(Ok(1))
-            ) {
+            // A client that connects and never speaks (or stops halfway
+            // through the HTTP/2 preface) holds nothing for long: hyper's
+            // header timeout only starts once it has picked a protocol.
+            if timeout(header_timeout, await_protocol(&stream)).await != Ok(true) {
                 return;
             }
             let connection = builder.serve_connection(TokioIo::new(stream), service);

@@ -6,7 +6,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::guest_output::{self, RequestTag};
-use crate::limits::MemoryLimiter;
+use crate::limits::{MAX_GUEST_FIELD_SIZE, MAX_GUEST_RESOURCES, MemoryLimiter};
 use crate::outbound::Outbound;
 
 /// What one instance's store holds. Built fresh for every request and dropped
@@ -31,10 +31,15 @@ impl GuestState {
     /// the origins `outbound` allows, memories capped at `max_memory` bytes.
     pub fn new(tag: RequestTag, outbound: Outbound, max_memory: usize) -> Self {
         let (stdout, stderr) = guest_output::pair(tag);
+        // Host memory a guest can make the host spend is bounded too.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_GUEST_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_GUEST_FIELD_SIZE);
         Self {
             wasi: WasiCtx::builder().stdout(stdout).stderr(stderr).build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             outbound,
             limiter: MemoryLimiter::new(max_memory),
         }

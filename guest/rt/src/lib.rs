@@ -21,6 +21,7 @@ mod wasm {
     /// Heap allocations: a bump allocator. See [`Bump`].
     #[global_allocator]
     static ALLOCATOR: Bump = Bump {
+        started: Cell::new(false),
         next: Cell::new(0),
         end: Cell::new(0),
     };
@@ -45,8 +46,10 @@ mod wasm {
     /// allocator is for. A guest that keeps allocating hits the host's
     /// memory limit and traps.
     struct Bump {
+        started: Cell<bool>,
         next: Cell<usize>,
-        end: Cell<usize>,
+        /// End of linear memory, in bytes (u64: 4 GiB does not fit in usize).
+        end: Cell<u64>,
     }
 
     // SAFETY: wasm32-wasip2 components are single-threaded.
@@ -54,18 +57,21 @@ mod wasm {
 
     impl Bump {
         fn take(&self, layout: Layout) -> Option<usize> {
-            if self.end.get() == 0 {
+            if !self.started.get() {
+                self.started.set(true);
                 self.next.set(core::ptr::addr_of!(__heap_base) as usize);
-                self.end.set(core::arch::wasm32::memory_size(0) * PAGE);
+                self.end
+                    .set(core::arch::wasm32::memory_size(0) as u64 * PAGE as u64);
             }
             let start = self.next.get().checked_add(layout.align() - 1)? & !(layout.align() - 1);
             let end = start.checked_add(layout.size())?;
-            if end > self.end.get() {
-                let pages = (end - self.end.get()).div_ceil(PAGE);
-                if core::arch::wasm32::memory_grow(0, pages) == usize::MAX {
+            if end as u64 > self.end.get() {
+                let pages = (end as u64 - self.end.get()).div_ceil(PAGE as u64) as usize;
+                let before = core::arch::wasm32::memory_grow(0, pages);
+                if before == usize::MAX {
                     return None;
                 }
-                self.end.set(self.end.get() + pages * PAGE);
+                self.end.set((before as u64 + pages as u64) * PAGE as u64);
             }
             self.next.set(end);
             Some(start)
@@ -130,18 +136,25 @@ mod wasm {
         align: usize,
         new_len: usize,
     ) -> *mut u8 {
-        if old_len == 0 && new_len == 0 {
-            // A zero-sized block: any aligned, non-null address will do.
-            return align as *mut u8;
-        }
-        // SAFETY: the caller guarantees a valid alignment and, when
-        // `old_len` is non-zero, a block of that layout from this allocator.
+        let (Ok(old), Ok(new)) = (
+            Layout::from_size_align(old_len, align),
+            Layout::from_size_align(new_len, align),
+        ) else {
+            core::arch::wasm32::unreachable()
+        };
+        // SAFETY: when `old_len` is non-zero the caller hands back a block of
+        // layout `old` from this allocator; zero sizes never reach it.
         let ptr = unsafe {
-            if old_len == 0 {
-                alloc::alloc::alloc(Layout::from_size_align_unchecked(new_len, align))
-            } else {
-                let old = Layout::from_size_align_unchecked(old_len, align);
-                alloc::alloc::realloc(old_ptr, old, new_len)
+            match (old_len, new_len) {
+                // A zero-sized block: any aligned, non-null address will do.
+                (_, 0) => {
+                    if old_len != 0 {
+                        alloc::alloc::dealloc(old_ptr, old);
+                    }
+                    return align as *mut u8;
+                }
+                (0, _) => alloc::alloc::alloc(new),
+                _ => alloc::alloc::realloc(old_ptr, old, new_len),
             }
         };
         if ptr.is_null() {

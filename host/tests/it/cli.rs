@@ -44,6 +44,8 @@ fn help_documents_every_option_and_its_environment_variable() {
             "WASI_SERVE_MAX_CONCURRENT_REQUESTS",
         ),
         ("--shutdown-timeout", "WASI_SERVE_SHUTDOWN_TIMEOUT"),
+        ("--cache-dir", "WASI_SERVE_CACHE_DIR"),
+        ("--no-cache", "WASI_SERVE_NO_CACHE"),
     ] {
         assert!(help.contains(flag), "{flag} in --help:\n{help}");
         assert!(
@@ -64,6 +66,7 @@ fn a_bad_flag_value_is_a_usage_error() {
         ["--max-memory", "lots"],
         ["--allow-outbound", "example.com"],
         ["--request-timeout", "0s"],
+        ["--header-read-timeout", "300000000000y"],
     ] {
         let (code, stderr) = run_to_exit(&[bad[0], bad[1], "x.wasm"]);
         assert_eq!(code, Some(2), "{bad:?}: {stderr}");

@@ -69,6 +69,36 @@ async fn head_sends_get_headers_without_a_body() {
     assert_eq!(head.header("content-type"), get.header("content-type"));
 }
 
+/// HEAD over HTTP/2 too: the headers, no body, and the guest does not fail
+/// (it declares a length it does not write).
+#[tokio::test(flavor = "multi_thread")]
+async fn head_over_http2_is_answered_cleanly() {
+    let mut serve = crate::support::ServeProcess::start(&[greeter().to_str().unwrap()]).await;
+    let mut sender = crate::support::http2(serve.addr).await;
+    let response = sender
+        .send_request(crate::support::build(Method::HEAD, serve.addr, "/World"))
+        .await
+        .expect("h2 response");
+    let reply = crate::support::read(response).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-length"), "13");
+    assert_eq!(reply.body, "");
+    let access = serve
+        .wait_for_log(&["wasi_serve::access", "method=HEAD"])
+        .await;
+    assert!(access.contains("status=200"), "{access}");
+    assert_eq!(get(serve.addr, "/after").await.body, "Hello, after!");
+    let failures: Vec<_> = serve
+        .drain_logs()
+        .into_iter()
+        .filter(|line| line.contains("guest failed"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "HEAD made the guest fail: {failures:?}"
+    );
+}
+
 /// Other methods on a greeting path: 405 with `Allow`.
 #[tokio::test(flavor = "multi_thread")]
 async fn other_methods_are_not_allowed() {

@@ -206,8 +206,8 @@ async fn exchange(server: &TestServer, request: &[u8]) -> String {
     String::from_utf8_lossy(&raw).into_owned()
 }
 
-/// A client that sends its headers too slowly, or nothing at all, is
-/// disconnected after `--header-read-timeout`.
+/// A client that sends its headers too slowly, nothing at all, or only part
+/// of the HTTP/2 preface is disconnected after `--header-read-timeout`.
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_and_silent_clients_are_disconnected() {
     let server = TestServer::with_flags(&test_guest(), &["--header-read-timeout", "500ms"]).await;
