@@ -39,7 +39,7 @@ lint: setup
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --release -p wasi-serve --all-targets -- -D warnings
+	$(CARGO) clippy --locked --release -p wasi-serve -p hello-native -p instance-bench --all-targets -- -D warnings
 	$(CARGO) clippy --locked --release --target $(TARGET) $(GUESTS) -p guest-rt -- -D warnings
 
 # A few minutes at most; not part of `make test`. ROUNDS=1 for a quick look.

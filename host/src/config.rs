@@ -35,6 +35,17 @@ pub struct Config {
     #[arg(long, env = "WASI_SERVE_NO_CACHE", conflicts_with = "cache_dir")]
     pub no_cache: bool,
 
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
+    /// address (off by default). Port 0 picks a free port; the address
+    /// actually bound is printed on start.
+    #[arg(long, env = "WASI_SERVE_ADMIN_ADDR", value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// Log format on stderr: `text` for people, `json` (one object per line)
+    /// for log collectors.
+    #[arg(long, env = "WASI_SERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Reload the component when its file changes (SIGHUP reloads it too,
     /// with or without this flag). Requests in flight finish on the old one.
     #[arg(long, env = "WASI_SERVE_WATCH")]
@@ -131,6 +142,15 @@ pub struct Config {
         value_parser = parse_duration,
     )]
     pub shutdown_timeout: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Config {

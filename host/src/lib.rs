@@ -16,6 +16,8 @@
 //! - [`proxy`]: the component being served, and one request through it:
 //!   admission, fresh store, instantiate, call the handler under a timeout.
 //! - [`reload`]: hot swap on SIGHUP or file change.
+//! - [`metrics`]: Prometheus metrics, and the admin server (`/metrics`,
+//!   `/healthz`, `/readyz`).
 //! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 connections, the access log,
 //!   errors turned into responses, graceful drain.
 //! - [`shutdown`]: the stop signals (Ctrl-C and SIGTERM).
@@ -27,6 +29,7 @@
 pub mod config;
 pub mod guest_output;
 pub mod limits;
+pub mod metrics;
 pub mod outbound;
 pub mod proxy;
 pub mod reload;

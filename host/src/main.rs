@@ -7,18 +7,21 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use wasi_serve::config::LogFormat;
 use wasi_serve::shutdown::Signals;
 use wasi_serve::{Config, Proxy, reload, server};
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -43,7 +46,19 @@ fn run(config: Config) -> Result<()> {
         // Watch before announcing the address: a change made as soon as the
         // server is up must not be missed.
         reload::spawn(proxy.clone(), config.watch, hangup)?;
+        let admin = match config.admin_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("failed to listen on `{addr}` (--admin-addr)"))?,
+            ),
+            None => None,
+        };
         println!("listening on http://{}", listener.local_addr()?);
+        if let Some(admin) = admin {
+            println!("admin on http://{}", admin.local_addr()?);
+            tokio::spawn(wasi_serve::metrics::serve_admin(admin, proxy.clone()));
+        }
 
         // The first signal drains; a second one exits at once.
         let (stop, stopped) = tokio::sync::oneshot::channel();

@@ -15,7 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::oneshot;
-use wasmtime::{PoolConcurrencyLimitError, Store, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -23,6 +23,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::config::Config;
 use crate::guest_output::RequestTag;
 use crate::limits::{Admission, Limits};
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::runtime::{Guest, Runtime};
 use crate::state::GuestState;
@@ -81,6 +82,10 @@ pub struct Proxy {
     pub limits: Limits,
     admission: Admission,
     outbound: Outbound,
+    /// What operators can scrape.
+    pub metrics: Arc<Metrics>,
+    /// Set once shutdown has begun (readiness turns false).
+    pub draining: AtomicBool,
 }
 
 impl Proxy {
@@ -90,6 +95,8 @@ impl Proxy {
         let limits = Limits::from_config(config)?;
         let runtime = Runtime::new(&limits, config.cache_dir().as_deref())?;
         let guest = runtime.load(&config.component)?;
+        let metrics = Arc::new(Metrics::new());
+        metrics.serving(None, &guest.hash);
         Ok(Arc::new(Self {
             runtime,
             guest: ArcSwap::from_pointee(guest),
@@ -97,6 +104,8 @@ impl Proxy {
             admission: Admission::new(&limits),
             outbound: Outbound::new(config.allow_outbound.clone()),
             limits,
+            metrics,
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -113,7 +122,10 @@ impl Proxy {
     /// Makes `guest` the component new requests get; requests in flight keep
     /// the one they started with. Returns the one replaced.
     pub fn swap(&self, guest: Guest) -> Arc<Guest> {
-        self.guest.swap(Arc::new(guest))
+        let new = Arc::new(guest);
+        let old = self.guest.swap(new.clone());
+        self.metrics.serving(Some(&old.hash), &new.hash);
+        old
     }
 
     /// Runs `request` through a fresh instance of the current component.
@@ -188,8 +200,10 @@ impl Proxy {
             .request_timeout
             .saturating_sub(arrived.elapsed());
         let task_flags = flags.clone();
+        let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
             let run = async {
+                let started = Instant::now();
                 let proxy = match guest.pre.instantiate_async(&mut store).await {
                     Ok(proxy) => proxy,
                     // A component needing more of some pool resource than
@@ -197,10 +211,17 @@ impl Proxy {
                     Err(err) if err.is::<PoolConcurrencyLimitError>() => return Ok(false),
                     Err(err) => return Err(anyhow::Error::from(err)),
                 };
-                proxy
+                metrics.instantiated(started.elapsed());
+                let handled = proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, out)
-                    .await?;
+                    .await;
+                if let Err(err) = handled {
+                    if err.is::<Trap>() {
+                        metrics.trapped();
+                    }
+                    return Err(anyhow::Error::from(err));
+                }
                 anyhow::Ok(true)
             };
             let result = match tokio::time::timeout(deadline, run).await {
@@ -230,11 +251,14 @@ impl Proxy {
                         "guest failed: {}",
                         one_line(error)
                     ),
-                    ProxyError::Timeout => tracing::warn!(
+                    ProxyError::Timeout => {
+                        metrics.timed_out();
+                        tracing::warn!(
                         method = %tag.method,
                         path = tag.uri.path(),
                         "guest interrupted: still running after {deadline:?}"
-                    ),
+                        );
+                    }
                     _ => {}
                 }
             }

@@ -107,6 +107,7 @@ async fn reload(proxy: &Arc<Proxy>) {
     let bytes = match tokio::fs::read(&path).await {
         Ok(bytes) => bytes,
         Err(err) => {
+            proxy.metrics.reloaded("rejected");
             tracing::warn!(path = %path.display(), "reload rejected: cannot read the file: {err}; still serving the old component");
             return;
         }
@@ -124,6 +125,7 @@ async fn reload(proxy: &Arc<Proxy>) {
         Ok(Ok(guest)) => {
             let new_hash = guest.hash.clone();
             let old = proxy.swap(guest);
+            proxy.metrics.reloaded("ok");
             tracing::info!(
                 old = old.hash,
                 new = new_hash,
@@ -131,12 +133,15 @@ async fn reload(proxy: &Arc<Proxy>) {
                 "component reloaded"
             );
         }
-        Ok(Err(err)) => tracing::warn!(
-            path = %path.display(),
-            still_serving = old.hash,
-            "reload rejected: {}",
-            one_line(&err)
-        ),
+        Ok(Err(err)) => {
+            proxy.metrics.reloaded("rejected");
+            tracing::warn!(
+                path = %path.display(),
+                still_serving = old.hash,
+                "reload rejected: {}",
+                one_line(&err)
+            );
+        }
         Err(join) => tracing::error!("reload task failed: {join}"),
     }
 }

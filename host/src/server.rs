@@ -110,6 +110,9 @@ pub async fn run(
     }
 
     drop(listener);
+    proxy
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("stopped accepting; draining requests in flight");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
@@ -127,6 +130,7 @@ async fn serve(
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let started = Instant::now();
+    let _in_flight = proxy.metrics.in_flight();
     let method = request.method().clone();
     let uri = request.uri().clone();
     let response = if head_size(&request) > proxy.limits.max_header_size {
@@ -140,12 +144,14 @@ async fn serve(
     } else {
         respond(proxy, request).await
     };
+    let elapsed = started.elapsed();
+    proxy.metrics.answered(response.status(), elapsed);
     tracing::info!(
         target: "wasi_serve::access",
         %method,
         path = uri.path(),
         status = response.status().as_u16(),
-        elapsed = ?started.elapsed(),
+        ?elapsed,
     );
     response
 }
@@ -183,6 +189,7 @@ async fn respond(
                     tracing::info!(%method, path = uri.path(), "request body too large");
                 }
                 ProxyError::Busy => {
+                    proxy.metrics.rejected();
                     tracing::warn!(%method, path = uri.path(), "no instance slot free in time");
                 }
             }

@@ -45,6 +45,8 @@ fn help_documents_every_option_and_its_environment_variable() {
         ),
         ("--shutdown-timeout", "WASI_SERVE_SHUTDOWN_TIMEOUT"),
         ("--cache-dir", "WASI_SERVE_CACHE_DIR"),
+        ("--admin-addr", "WASI_SERVE_ADMIN_ADDR"),
+        ("--log-format", "WASI_SERVE_LOG_FORMAT"),
         ("--no-cache", "WASI_SERVE_NO_CACHE"),
     ] {
         assert!(help.contains(flag), "{flag} in --help:\n{help}");
@@ -67,6 +69,7 @@ fn a_bad_flag_value_is_a_usage_error() {
         ["--allow-outbound", "example.com"],
         ["--request-timeout", "0s"],
         ["--header-read-timeout", "300000000000y"],
+        ["--log-format", "xml"],
     ] {
         let (code, stderr) = run_to_exit(&[bad[0], bad[1], "x.wasm"]);
         assert_eq!(code, Some(2), "{bad:?}: {stderr}");

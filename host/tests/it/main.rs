@@ -6,6 +6,7 @@ mod component;
 mod greeting;
 mod guest_failures;
 mod limits;
+mod operations;
 mod outbound;
 mod protocol;
 mod reload;

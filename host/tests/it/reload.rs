@@ -131,13 +131,20 @@ async fn swapping_under_load_loses_no_request() {
 }
 
 /// A new file that fails to load is rejected with a log line; the old
-/// component keeps serving, and a good file afterwards is taken.
+/// component keeps serving, and a good file afterwards is taken. The
+/// reloads are counted in the metrics.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_new_file_is_rejected_and_the_old_component_keeps_serving() {
     let dir = scratch("swap-rejected");
     let served = dir.join("served.wasm");
     std::fs::copy(greeter(), &served).unwrap();
-    let mut serve = ServeProcess::start(&["--watch", served.to_str().unwrap()]).await;
+    let mut serve = ServeProcess::start(&[
+        "--watch",
+        "--admin-addr",
+        "127.0.0.1:0",
+        served.to_str().unwrap(),
+    ])
+    .await;
 
     std::fs::write(dir.join("bad.tmp"), b"this is not wasm").unwrap();
     std::fs::rename(dir.join("bad.tmp"), &served).unwrap();
@@ -154,6 +161,21 @@ async fn a_bad_new_file_is_rejected_and_the_old_component_keeps_serving() {
 
     replace_by_rename(&served, &test_guest());
     wait_for_body(&mut serve, TEST_GUEST).await;
+
+    let page = get(serve.admin.unwrap(), "/metrics").await.body;
+    let count = |outcome: &str| {
+        crate::operations::sample(
+            &page,
+            &format!("wasi_serve_reloads_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(count("rejected"), 2.0, "{page}");
+    assert_eq!(count("ok"), 1.0, "{page}");
+    assert_eq!(
+        page.matches("wasi_serve_component_info{").count(),
+        1,
+        "{page}"
+    );
 }
 
 /// SIGHUP reloads the component even without `--watch`; the swap is logged

@@ -191,6 +191,8 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
 pub struct ServeProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin server's address, when started with `--admin-addr`.
+    pub admin: Option<SocketAddr>,
     logs: mpsc::UnboundedReceiver<String>,
 }
 
@@ -206,17 +208,25 @@ impl ServeProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("wasi-serve starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut line = String::new();
-        tokio::time::timeout(STEP, BufReader::new(stdout).read_line(&mut line))
-            .await
-            .expect("address printed in time")
-            .expect("stdout readable");
-        let url = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        let addr = url.parse().expect("printed address parses");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+        let mut read_addr = async |prefix: &str| -> SocketAddr {
+            let mut line = String::new();
+            tokio::time::timeout(STEP, stdout.read_line(&mut line))
+                .await
+                .expect("address printed in time")
+                .expect("stdout readable");
+            line.trim()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("expected {prefix}..., got {line:?}"))
+                .parse()
+                .expect("printed address parses")
+        };
+        let addr = read_addr("listening on http://").await;
+        let admin = if args.contains(&"--admin-addr") {
+            Some(read_addr("admin on http://").await)
+        } else {
+            None
+        };
         let (sender, logs) = mpsc::unbounded_channel();
         let mut stderr = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
         tokio::spawn(async move {
@@ -226,7 +236,12 @@ impl ServeProcess {
                 }
             }
         });
-        Self { child, addr, logs }
+        Self {
+            child,
+            addr,
+            admin,
+            logs,
+        }
     }
 
     /// Sends `signal` (e.g. `TERM`) to the process.

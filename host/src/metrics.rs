@@ -1,0 +1,240 @@
+//! What operators can see inside: Prometheus metrics, and the admin server
+//! (`--admin-addr`) that exposes them with health and readiness checks.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{StatusCode, header};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::proxy::Proxy;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    /// `1xx` ... `5xx`.
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    hash: String,
+}
+
+/// Every metric the host keeps. Cheap to update: atomics, and a hash lookup
+/// for labelled families.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<StatusLabels, Counter>,
+    request_duration: Histogram,
+    instantiation_duration: Histogram,
+    in_flight: Gauge,
+    guest_traps: Counter,
+    timeouts: Counter,
+    rejected: Counter,
+    reloads: Family<ReloadLabels, Counter>,
+    component: Family<ComponentLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics at zero, registered under `wasi_serve_`.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wasi_serve");
+        let requests = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by status class",
+            requests.clone(),
+        );
+        // 50 µs to ~26 s.
+        let request_duration = Histogram::new(exponential_buckets(50e-6, 2.0, 20));
+        registry.register(
+            "request_duration_seconds",
+            "Arrival to response head",
+            request_duration.clone(),
+        );
+        // 5 µs to ~1.3 s.
+        let instantiation_duration = Histogram::new(exponential_buckets(5e-6, 2.0, 18));
+        registry.register(
+            "instantiation_duration_seconds",
+            "Time to instantiate the component for one request",
+            instantiation_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "Requests being handled",
+            in_flight.clone(),
+        );
+        let guest_traps = Counter::default();
+        registry.register("guest_traps", "Guest traps", guest_traps.clone());
+        let timeouts = Counter::default();
+        registry.register(
+            "timeouts",
+            "Requests interrupted at --request-timeout",
+            timeouts.clone(),
+        );
+        let rejected = Counter::default();
+        registry.register(
+            "rejected",
+            "Requests turned away with 503 (no instance slot)",
+            rejected.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("reloads", "Component reloads, by outcome", reloads.clone());
+        let component = Family::<ComponentLabels, Gauge>::default();
+        registry.register(
+            "component_info",
+            "The component being served (1), by content hash",
+            component.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            instantiation_duration,
+            in_flight,
+            guest_traps,
+            timeouts,
+            rejected,
+            reloads,
+            component,
+        }
+    }
+
+    /// A request answered with `status` after `elapsed`.
+    pub fn answered(&self, status: StatusCode, elapsed: Duration) {
+        let class = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests.get_or_create(&StatusLabels { class }).inc();
+        self.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// One instantiation took `elapsed`.
+    pub fn instantiated(&self, elapsed: Duration) {
+        self.instantiation_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A guest trapped.
+    pub fn trapped(&self) {
+        self.guest_traps.inc();
+    }
+
+    /// A guest was interrupted at the request timeout.
+    pub fn timed_out(&self) {
+        self.timeouts.inc();
+    }
+
+    /// A request got 503.
+    pub fn rejected(&self) {
+        self.rejected.inc();
+    }
+
+    /// A reload ended with `outcome` (`ok` or `rejected`).
+    pub fn reloaded(&self, outcome: &'static str) {
+        self.reloads.get_or_create(&ReloadLabels { outcome }).inc();
+    }
+
+    /// The component with content hash `new` replaces `old` (if any).
+    pub fn serving(&self, old: Option<&str>, new: &str) {
+        if let Some(old) = old {
+            self.component.remove(&ComponentLabels { hash: old.into() });
+        }
+        self.component
+            .get_or_create(&ComponentLabels { hash: new.into() })
+            .set(1);
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    /// The metrics in the text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// A request in flight; see [`Metrics::in_flight`].
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (a
+/// component is loaded and the server is not draining) on `listener`.
+pub async fn serve_admin(listener: TcpListener, proxy: Arc<Proxy>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let (status, content_type, body) = match request.uri().path() {
+                    "/metrics" => (
+                        StatusCode::OK,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        proxy.metrics.render(),
+                    ),
+                    "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
+                    "/readyz" if !proxy.draining.load(Ordering::Relaxed) => {
+                        (StatusCode::OK, "text/plain", "ready\n".into())
+                    }
+                    "/readyz" => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "draining\n".into(),
+                    ),
+                    _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+                };
+                let response = hyper::Response::builder()
+                    .status(status)
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("valid response");
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,142 @@
+//! What operators see: metrics after real traffic, health and readiness,
+//! structured logs.
+
+use http::StatusCode;
+
+use crate::support::{ServeProcess, get, test_guest};
+
+/// The value of the sample `name` (with its labels, as printed) in a
+/// Prometheus text page.
+pub fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// After known traffic (three 200s, a trap, a timeout, a 404 from the
+/// admin's neighbour), `/metrics` counts each: requests by status class,
+/// traps, timeouts, in-flight back at zero, latency and instantiation
+/// histograms, and the component's hash.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_real_traffic() {
+    let mut serve = ServeProcess::start(&[
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--request-timeout",
+        "300ms",
+        test_guest().to_str().unwrap(),
+    ])
+    .await;
+    let admin = serve.admin.expect("admin address printed");
+    let loaded = serve.wait_for_log(&["compiled component"]).await;
+    let hash = loaded
+        .split("hash=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the hash is logged")
+        .to_owned();
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            get(serve.addr, &format!("/{name}")).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(get(serve.addr, "/trap").await.status, 500);
+    assert_eq!(get(serve.addr, "/loop").await.status, 504);
+    serve.wait_for_log(&["path=\"/loop\"", "status=504"]).await;
+
+    let page = get(admin, "/metrics").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = page.body;
+    assert_eq!(
+        sample(&page, "wasi_serve_requests_total{class=\"2xx\"}"),
+        3.0
+    );
+    assert_eq!(
+        sample(&page, "wasi_serve_requests_total{class=\"5xx\"}"),
+        2.0
+    );
+    assert_eq!(sample(&page, "wasi_serve_guest_traps_total"), 1.0);
+    assert_eq!(sample(&page, "wasi_serve_timeouts_total"), 1.0);
+    assert_eq!(sample(&page, "wasi_serve_rejected_total"), 0.0);
+    assert_eq!(sample(&page, "wasi_serve_requests_in_flight"), 0.0);
+    assert_eq!(
+        sample(&page, "wasi_serve_request_duration_seconds_count"),
+        5.0
+    );
+    assert_eq!(
+        sample(&page, "wasi_serve_instantiation_duration_seconds_count"),
+        5.0
+    );
+    let info = format!("wasi_serve_component_info{{hash=\"{hash}\"}}");
+    assert!(page.contains(&format!("{info} 1")), "{info} in:\n{page}");
+}
+
+/// `/healthz` answers while the process lives; `/readyz` is 200 while
+/// serving; other admin paths are 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_readiness() {
+    let serve = ServeProcess::start(&[
+        "--admin-addr",
+        "127.0.0.1:0",
+        test_guest().to_str().unwrap(),
+    ])
+    .await;
+    let admin = serve.admin.unwrap();
+    let health = get(admin, "/healthz").await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+    let ready = get(admin, "/readyz").await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (StatusCode::OK, "ready\n")
+    );
+    assert_eq!(get(admin, "/nope").await.status, StatusCode::NOT_FOUND);
+}
+
+/// `/readyz` turns 503 while draining, so a load balancer stops sending.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_turns_off_while_draining() {
+    let mut serve = ServeProcess::start(&[
+        "--admin-addr",
+        "127.0.0.1:0",
+        test_guest().to_str().unwrap(),
+    ])
+    .await;
+    let (addr, admin) = (serve.addr, serve.admin.unwrap());
+    let in_flight = tokio::spawn(async move { get(addr, "/sleep/1500").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    serve.signal("TERM");
+    serve.wait_for_log(&["stopped accepting"]).await;
+    let ready = get(admin, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get(admin, "/healthz").await.status, StatusCode::OK);
+    assert_eq!(in_flight.await.unwrap().body, "slept 1500ms");
+}
+
+/// `--log-format json`: every log line is one JSON object, the access line
+/// included, with its fields.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line() {
+    let mut serve =
+        ServeProcess::start(&["--log-format", "json", test_guest().to_str().unwrap()]).await;
+    assert_eq!(get(serve.addr, "/json").await.status, StatusCode::OK);
+    let access = serve.wait_for_log(&["wasi_serve::access"]).await;
+    assert!(access.starts_with('{') && access.ends_with('}'), "{access}");
+    for field in [
+        "\"method\":\"GET\"",
+        "\"path\":\"/json\"",
+        "\"status\":200",
+        "\"level\":\"INFO\"",
+    ] {
+        assert!(access.contains(field), "{field} in {access}");
+    }
+    for line in serve.drain_logs() {
+        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    }
+}
