@@ -35,6 +35,25 @@ pub struct Config {
     #[arg(long, env = "WASI_SERVE_NO_CACHE", conflicts_with = "cache_dir")]
     pub no_cache: bool,
 
+    /// Serve HTTPS with this certificate chain (PEM file); needs
+    /// `--tls-key`. HTTP/2 and HTTP/1.1 are offered by ALPN.
+    #[arg(
+        long,
+        env = "WASI_SERVE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM file) for `--tls-cert`.
+    #[arg(
+        long,
+        env = "WASI_SERVE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
     /// address (off by default). Port 0 picks a free port; the address
     /// actually bound is printed on start.

@@ -21,6 +21,7 @@
 //! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 connections, the access log,
 //!   errors turned into responses, graceful drain.
 //! - [`shutdown`]: the stop signals (Ctrl-C and SIGTERM).
+//! - [`tls`]: the HTTPS acceptor (rustls, ALPN h2 and http/1.1).
 //!
 //! `main.rs` only parses the command line, starts logging, loads the
 //! component, binds, and calls [`server::run`], so tests run the same server
@@ -37,6 +38,7 @@ pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod tls;
 
 pub use config::Config;
 pub use proxy::Proxy;

@@ -9,7 +9,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use wasi_serve::config::LogFormat;
 use wasi_serve::shutdown::Signals;
-use wasi_serve::{Config, Proxy, reload, server};
+use wasi_serve::{Config, Proxy, reload, server, tls};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -39,6 +39,11 @@ fn run(config: Config) -> Result<()> {
     tokio.block_on(async {
         let mut signals = Signals::new()?;
         let hangup = reload::Hangup::install()?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let proxy = Proxy::load(&config)?;
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
@@ -54,7 +59,7 @@ fn run(config: Config) -> Result<()> {
             ),
             None => None,
         };
-        println!("listening on http://{}", listener.local_addr()?);
+        println!("listening on {scheme}://{}", listener.local_addr()?);
         if let Some(admin) = admin {
             println!("admin on http://{}", admin.local_addr()?);
             tokio::spawn(wasi_serve::metrics::serve_admin(admin, proxy.clone()));
@@ -73,6 +78,6 @@ fn run(config: Config) -> Result<()> {
         let shutdown = async {
             let _ = stopped.await;
         };
-        server::run(listener, proxy, shutdown, config.shutdown_timeout).await
+        server::run(listener, proxy, tls, shutdown, config.shutdown_timeout).await
     })
 }

@@ -135,6 +135,7 @@ impl Proxy {
     pub async fn handle<B>(
         &self,
         request: hyper::Request<B>,
+        scheme: Scheme,
     ) -> Result<hyper::Response<HyperOutgoingBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -168,7 +169,7 @@ impl Proxy {
             store
                 .data_mut()
                 .http()
-                .new_incoming_request(Scheme::Http, request)
+                .new_incoming_request(scheme.clone(), request)
         } else {
             let flags = flags.clone();
             let request = request.map(|body| {
@@ -186,7 +187,7 @@ impl Proxy {
             store
                 .data_mut()
                 .http()
-                .new_incoming_request(Scheme::Http, request)
+                .new_incoming_request(scheme.clone(), request)
         };
         let incoming = incoming.map_err(|err| ProxyError::BadRequest(err.into()))?;
         let out = store

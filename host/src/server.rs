@@ -17,6 +17,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::proxy::{self, Proxy, ProxyError};
@@ -46,12 +48,19 @@ async fn await_protocol(stream: &tokio::net::TcpStream) -> bool {
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops
 /// accepting, lets requests in flight finish for up to `drain_timeout`, and
 /// cuts what is left.
+/// With `tls`, connections are TLS (the request scheme is `https`).
 pub async fn run(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) -> Result<()> {
+    let scheme = if tls.is_some() {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     let limits = &proxy.limits;
     let header_timeout = limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -89,21 +98,39 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        let scheme = scheme.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(serve(&proxy, request).await) }
+            let scheme = scheme.clone();
+            async move { Ok::<_, Infallible>(serve(&proxy, request, scheme).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             // A client that connects and never speaks (or stops halfway
-            // through the HTTP/2 preface) holds nothing for long: hyper's
-            // header timeout only starts once it has picked a protocol.
-            if timeout(header_timeout, await_protocol(&stream)).await != Ok(true) {
-                return;
-            }
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(connection).await {
+            // through the TLS handshake or the HTTP/2 preface) holds nothing
+            // for long: hyper's header timeout only starts once it has picked
+            // a protocol.
+            let served = match tls {
+                None => {
+                    if timeout(header_timeout, await_protocol(&stream)).await != Ok(true) {
+                        return;
+                    }
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    let Ok(Ok(stream)) = timeout(header_timeout, tls.accept(stream)).await else {
+                        return;
+                    };
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(err) = served {
                 tracing::debug!("connection ended with an error: {err}");
             }
         });
@@ -128,6 +155,7 @@ pub async fn run(
 async fn serve(
     proxy: &Proxy,
     request: hyper::Request<Incoming>,
+    scheme: Scheme,
 ) -> hyper::Response<HyperOutgoingBody> {
     let started = Instant::now();
     let _in_flight = proxy.metrics.in_flight();
@@ -142,7 +170,7 @@ async fn serve(
         );
         response
     } else {
-        respond(proxy, request).await
+        respond(proxy, request, scheme).await
     };
     let elapsed = started.elapsed();
     proxy.metrics.answered(response.status(), elapsed);
@@ -171,10 +199,11 @@ fn head_size<B>(request: &hyper::Request<B>) -> u64 {
 async fn respond(
     proxy: &Proxy,
     request: hyper::Request<Incoming>,
+    scheme: Scheme,
 ) -> hyper::Response<HyperOutgoingBody> {
     let method = request.method().clone();
     let uri = request.uri().clone();
-    match proxy.handle(request).await {
+    match proxy.handle(request, scheme).await {
         Ok(response) => response,
         Err(err) => {
             match &err {

@@ -10,6 +10,7 @@ use clap::Parser;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
 use wasi_serve::{Config, Proxy};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 fn greeter() -> String {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
@@ -37,7 +38,7 @@ fn instance(c: &mut Criterion) {
                     .uri("http://localhost/World")
                     .body(Empty::<Bytes>::new())
                     .unwrap();
-                let response = proxy.handle(request).await.expect("answered");
+                let response = proxy.handle(request, Scheme::Http).await.expect("answered");
                 let body = response
                     .into_body()
                     .collect()

@@ -46,6 +46,8 @@ fn help_documents_every_option_and_its_environment_variable() {
         ("--shutdown-timeout", "WASI_SERVE_SHUTDOWN_TIMEOUT"),
         ("--cache-dir", "WASI_SERVE_CACHE_DIR"),
         ("--admin-addr", "WASI_SERVE_ADMIN_ADDR"),
+        ("--tls-cert", "WASI_SERVE_TLS_CERT"),
+        ("--tls-key", "WASI_SERVE_TLS_KEY"),
         ("--log-format", "WASI_SERVE_LOG_FORMAT"),
         ("--no-cache", "WASI_SERVE_NO_CACHE"),
     ] {

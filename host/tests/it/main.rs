@@ -11,3 +11,4 @@ mod outbound;
 mod protocol;
 mod reload;
 mod support;
+mod tls;

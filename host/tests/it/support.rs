@@ -73,6 +73,7 @@ impl TestServer {
         let task = tokio::spawn(wasi_serve::server::run(
             listener,
             proxy,
+            None,
             async {
                 let _ = signal.await;
             },
@@ -221,7 +222,12 @@ impl ServeProcess {
                 .parse()
                 .expect("printed address parses")
         };
-        let addr = read_addr("listening on http://").await;
+        let listening = if args.contains(&"--tls-cert") {
+            "listening on https://"
+        } else {
+            "listening on http://"
+        };
+        let addr = read_addr(listening).await;
         let admin = if args.contains(&"--admin-addr") {
             Some(read_addr("admin on http://").await)
         } else {
