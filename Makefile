@@ -5,6 +5,7 @@
 #   make build  target/release/wasi-serve and target/wasm32-wasip2/release/greeter.wasm
 #   make lint   rustfmt check and clippy -D warnings (host natively, guests for wasm)
 #   make bench  wasi-serve vs wasmtime serve, aiohttp and native hyper; writes docs/benchmarks.md
+#   make interop the greeter under wasi-serve, wasmtime serve (proxy world only) and jco serve
 
 CARGO  ?= cargo
 TARGET := wasm32-wasip2
@@ -14,7 +15,7 @@ HOST   := target/release/wasi-serve
 GREETER := target/$(TARGET)/release/greeter.wasm
 ADDR   ?= 127.0.0.1:8080
 
-.PHONY: all setup build run test lint bench clean
+.PHONY: all setup build run test lint bench interop clean
 
 all: build
 
@@ -47,6 +48,10 @@ ROUNDS ?= 3
 bench: build
 	$(CARGO) bench --locked -p instance-bench --bench instance -- --warm-up-time 1 --measurement-time 3
 	python3 bench/run.py --rounds $(ROUNDS)
+
+# Installs wasmtime (PyPI) and jco (npm, pinned in interop/package-lock.json).
+interop: build
+	python3 interop/run.py
 
 clean:
 	$(CARGO) clean

@@ -46,10 +46,11 @@ def sh(*argv: str, **kwargs) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs).stdout
 
 
-def setup() -> dict[str, Path]:
+def setup(wrk: bool = True) -> dict[str, Path]:
     """Installs what the benchmark needs that a fresh machine lacks."""
-    if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
+    if wrk and subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         print("installing wrk (Debian package)...", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
     python = VENV / "bin/python"
     if not python.exists():

