@@ -3,6 +3,7 @@
 
 mod cli;
 mod component;
+mod deploy;
 mod greeting;
 mod guest_failures;
 mod limits;
