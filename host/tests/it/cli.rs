@@ -91,7 +91,7 @@ fn a_bad_flag_value_is_a_usage_error() {
 /// code 1 and one line naming the file and the reason, no backtrace.
 #[test]
 fn a_bad_component_is_refused_with_one_clear_line() {
-    let dir = scratch_dir("bad-components");
+    let dir = crate::support::scratch("bad-components");
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -230,10 +230,4 @@ async fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
         .ok()?;
     let body = response.into_body().collect().await.ok()?;
     Some(String::from_utf8_lossy(&body.to_bytes()).into_owned())
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wasi-serve-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -7,9 +7,7 @@ use crate::support::{SERVE_BIN, greeter};
 
 /// Runs `systemd-analyze verify` on `unit` text; returns its complaints.
 fn verify(unit: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("wasi-serve-{}-unit", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("wasi-serve.service");
+    let path = crate::support::scratch("unit").join("wasi-serve.service");
     std::fs::write(&path, unit).unwrap();
     let output = Command::new("systemd-analyze")
         .arg("verify")

@@ -1,23 +1,17 @@
 //! Hot swap: the component changes while the host runs, under load, and no
 //! request fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use crate::support::{STEP, ServeProcess, build, get, greeter, http1, read, test_guest};
+use crate::support::{STEP, ServeProcess, build, get, greeter, http1, read, scratch, test_guest};
 
 const GREETER: &str = "Hello, World!";
 const TEST_GUEST: &str = "Howdy, World!";
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wasi-serve-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Replaces `target` the way build tools do: write a temporary file beside
 /// it, then rename it over.

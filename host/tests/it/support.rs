@@ -305,3 +305,12 @@ pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
         .expect("stderr readable");
     (status.code(), stderr)
 }
+
+/// A fresh directory for one test's files, under the system's temp dir.
+pub fn scratch(name: &str) -> PathBuf {
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("wasi-serve-{}-{name}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a scratch dir");
+    dir
+}
