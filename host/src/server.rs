@@ -186,7 +186,16 @@ async fn serve(
 
 /// The size of a request's head as sent: request line and header lines.
 fn head_size<B>(request: &hyper::Request<B>) -> u64 {
-    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    // Method, target and `HTTP/1.1` with spaces and CRLF; no allocation.
+    let uri = request.uri();
+    let target = uri
+        .path_and_query()
+        .map_or(1, |target| target.as_str().len())
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len())
+        + uri.scheme_str().map_or(0, |scheme| scheme.len() + 3);
+    let line = request.method().as_str().len() + target + 12;
     let headers: usize = request
         .headers()
         .iter()
