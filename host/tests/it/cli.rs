@@ -165,11 +165,7 @@ async fn signals_drain_requests_in_flight_then_exit_zero() {
         let reply = in_flight.await.expect("request task");
         assert_eq!(reply.status, StatusCode::OK, "SIG{signal}");
         assert_eq!(reply.body, "slept 1500ms", "SIG{signal}");
-        let status = tokio::time::timeout(crate::support::STEP, serve.child.wait())
-            .await
-            .expect("exits in time")
-            .expect("wait");
-        assert_eq!(status.code(), Some(0), "SIG{signal}");
+        assert_eq!(serve.exit_code().await, Some(0), "SIG{signal}");
     }
 }
 
@@ -188,11 +184,7 @@ async fn requests_past_the_shutdown_timeout_are_cut() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     serve.signal("TERM");
     serve.wait_for_log(&["cutting them off"]).await;
-    let status = tokio::time::timeout(crate::support::STEP, serve.child.wait())
-        .await
-        .expect("exits in time")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(serve.exit_code().await, Some(0));
     assert!(
         in_flight.await.unwrap().is_none(),
         "the request was cut, not answered"
@@ -209,11 +201,7 @@ async fn a_second_signal_exits_at_once() {
     serve.signal("TERM");
     serve.wait_for_log(&["stopped accepting"]).await;
     serve.signal("INT");
-    let status = tokio::time::timeout(crate::support::STEP, serve.child.wait())
-        .await
-        .expect("exits in time")
-        .expect("wait");
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(serve.exit_code().await, Some(1));
     assert!(
         in_flight.await.unwrap().is_none(),
         "the request was cut, not answered"

@@ -88,11 +88,7 @@ async fn head_over_http2_is_answered_cleanly() {
         .await;
     assert!(access.contains("status=200"), "{access}");
     assert_eq!(get(serve.addr, "/after").await.body, "Hello, after!");
-    let failures: Vec<_> = serve
-        .drain_logs()
-        .into_iter()
-        .filter(|line| line.contains("guest failed"))
-        .collect();
+    let failures = serve.logged("guest failed");
     assert!(
         failures.is_empty(),
         "HEAD made the guest fail: {failures:?}"

@@ -117,13 +117,17 @@ async fn a_waiting_request_is_served_when_a_slot_frees() {
     let addr = server.addr;
     let first = tokio::spawn(async move { get(addr, "/sleep/500").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = std::time::Instant::now();
     let second = get(addr, "/waited").await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.body, "Howdy, waited!");
+    // The only slot was held by a guest sleeping until ~500 ms: the second
+    // request can only have been served after waiting for it.
     assert!(
-        first.is_finished(),
+        asked.elapsed() >= Duration::from_millis(300),
         "the second request waited for the first"
     );
+    assert_eq!(first.await.unwrap().body, "slept 500ms");
 }
 
 async fn post(

@@ -113,11 +113,7 @@ async fn swapping_under_load_loses_no_request() {
         greeted > 0 && howdied > 0,
         "both components served: {greeted} / {howdied}"
     );
-    let rejected: Vec<_> = serve
-        .drain_logs()
-        .into_iter()
-        .filter(|line| line.contains("rejected"))
-        .collect();
+    let rejected = serve.logged("rejected");
     assert!(
         rejected.is_empty(),
         "no half-written file was loaded: {rejected:?}"

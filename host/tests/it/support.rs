@@ -277,6 +277,22 @@ impl ServeProcess {
     pub fn drain_logs(&mut self) -> Vec<String> {
         std::iter::from_fn(|| self.logs.try_recv().ok()).collect()
     }
+
+    /// The log lines that arrived so far and contain `needle`.
+    pub fn logged(&mut self, needle: &str) -> Vec<String> {
+        let mut lines = self.drain_logs();
+        lines.retain(|line| line.contains(needle));
+        lines
+    }
+
+    /// Waits (up to [`STEP`]) for the process to exit by itself; its code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        tokio::time::timeout(STEP, self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("wait")
+            .code()
+    }
 }
 
 /// Runs the binary with `args` until it exits by itself (killed after
