@@ -9,8 +9,9 @@
 
 CARGO  ?= cargo
 TARGET := wasm32-wasip2
-# Every crate compiled for the guest target; one cargo call builds them all.
-GUESTS := -p greeter -p test-guest
+# Every crate compiled for the guest target; one cargo call builds them all
+# (hello-wstd is the Rust entry of `make toolchains`).
+GUESTS := -p greeter -p test-guest -p hello-wstd
 HOST   := target/release/wasi-serve
 GREETER := target/$(TARGET)/release/greeter.wasm
 ADDR   ?= 127.0.0.1:8080

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
@@ -31,6 +32,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<GuestState>>,
+    /// The engine's compile cache (a handle on the same state), to tell a
+    /// compile from a cache hit in the logs.
+    cache: Option<Cache>,
 }
 
 /// A component ready to serve: compiled, linked, checked, pre-instantiated.
@@ -45,7 +49,8 @@ impl Runtime {
     /// The engine and linker, sized by `limits`, caching compiled code in
     /// `cache_dir`; starts the epoch ticker.
     pub fn new(limits: &Limits, cache_dir: Option<&Path>) -> Result<Self> {
-        let engine = new_engine(limits, cache_dir)?;
+        let cache = cache_dir.map(open_cache).transpose()?;
+        let engine = new_engine(limits, cache.clone())?;
         start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -54,6 +59,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            cache,
         })
     }
 
@@ -63,19 +69,23 @@ impl Runtime {
     }
 
     /// Loads the component at `path`, or explains in one line why it can't
-    /// be served.
+    /// be served. Compiling a large component takes seconds: on a terminal a
+    /// spinner shows it is under way.
     pub fn load(&self, path: &Path) -> Result<Guest> {
         let name = path.display();
         let bytes =
             std::fs::read(path).with_context(|| format!("failed to read component `{name}`"))?;
-        self.compile(&bytes)
-            .with_context(|| format!("failed to load component `{name}`"))
+        let progress = compile_progress(path, bytes.len());
+        let guest = self.compile(&bytes);
+        progress.finish_and_clear();
+        guest.with_context(|| format!("failed to load component `{name}`"))
     }
 
     /// Compiles, links and checks a component given as bytes.
     pub fn compile(&self, bytes: &[u8]) -> Result<Guest> {
         check_header(bytes)?;
         let started = Instant::now();
+        let hits = self.cache.as_ref().map(Cache::cache_hits);
         let component = Component::new(&self.engine, bytes)
             .map_err(anyhow::Error::from)
             .context("invalid component")?;
@@ -88,10 +98,16 @@ impl Runtime {
             "it does not export `wasi:http/incoming-handler` (is it a wasi:http/proxy component?)",
         )?;
         let hash = content_hash(bytes);
+        let cache = match (hits, &self.cache) {
+            (Some(before), Some(cache)) if cache.cache_hits() > before => "hit",
+            (Some(_), _) => "miss",
+            _ => "off",
+        };
         tracing::info!(
             size = bytes.len(),
             hash,
             elapsed = ?started.elapsed(),
+            cache,
             "compiled component"
         );
         Ok(Guest { pre, hash })
@@ -120,9 +136,34 @@ fn check_header(bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// A spinner with the file's name and size and the time so far, drawn on
+/// stderr only when it is a terminal (hidden otherwise: the log line that
+/// follows the compile carries the same facts).
+fn compile_progress(path: &Path, size: usize) -> ProgressBar {
+    let file = path.file_name().unwrap_or(path.as_os_str()).display();
+    let progress = ProgressBar::new_spinner()
+        .with_message(format!("compiling {file} ({:.1} MB)", size as f64 / 1e6));
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}, {elapsed}") {
+        progress.set_style(style);
+    }
+    progress.enable_steady_tick(Duration::from_millis(100));
+    progress
+}
+
+/// wasmtime's own compile cache in `dir`: entries are keyed by the wasmtime
+/// version, the engine's settings and the component, so stale code never
+/// loads.
+fn open_cache(dir: &Path) -> Result<Cache> {
+    let mut config = CacheConfig::new();
+    config.with_directory(dir);
+    Cache::new(config)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("failed to use compile cache `{}`", dir.display()))
+}
+
 /// An engine with epoch interruption and the pooling allocator, sized by
 /// `limits`.
-fn new_engine(limits: &Limits, cache_dir: Option<&Path>) -> Result<Engine> {
+fn new_engine(limits: &Limits, cache: Option<Cache>) -> Result<Engine> {
     let n = limits.max_concurrent_requests;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
@@ -145,16 +186,7 @@ fn new_engine(limits: &Limits, cache_dir: Option<&Path>) -> Result<Engine> {
     config
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    if let Some(dir) = cache_dir {
-        // wasmtime's own cache: entries are keyed by the wasmtime version,
-        // the engine's settings and the component, so stale code never loads.
-        let mut cache = CacheConfig::new();
-        cache.with_directory(dir);
-        let cache = Cache::new(cache)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("failed to use compile cache `{}`", dir.display()))?;
-        config.cache(Some(cache));
-    }
+    config.cache(cache);
     Engine::new(&config)
         .map_err(anyhow::Error::from)
         .context("failed to create the WebAssembly engine")
