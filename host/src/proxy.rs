@@ -1,6 +1,7 @@
 //! One request: admitted into an instance slot, a fresh store and instance of
-//! the current component, the guest's handler called on its own task under
-//! the request timeout, the response handed back on a oneshot.
+//! the current component, the guest's handler called under the request
+//! timeout (in place, or on its own task once it has to wait), the response
+//! handed back on a oneshot.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -130,8 +131,9 @@ impl Proxy {
 
     /// Runs `request` through a fresh instance of the current component.
     ///
-    /// The guest keeps running on its task after the response head is
-    /// returned, to stream the body; its slot is released when it finishes.
+    /// A guest still running when the response head is returned goes on, on
+    /// its own task, to stream the body; its slot is released when it
+    /// finishes.
     pub async fn handle<B>(
         &self,
         request: hyper::Request<B>,
@@ -202,7 +204,7 @@ impl Proxy {
             .saturating_sub(arrived.elapsed());
         let task_flags = flags.clone();
         let metrics = self.metrics.clone();
-        let task = tokio::spawn(async move {
+        let mut guest_run = Box::pin(async move {
             let run = async {
                 let started = Instant::now();
                 let proxy = match guest.pre.instantiate_async(&mut store).await {
@@ -269,6 +271,16 @@ impl Proxy {
             drop(slot);
             result
         });
+        // Run the guest here first. Most handlers answer and finish without
+        // waiting on anything; those cost no task spawn, no timer and no
+        // hand-off between tasks. One that waits (a body the client has not
+        // sent yet, a timer, a full response channel, an epoch yield) moves
+        // to its own task, so it keeps streaming its body after the response
+        // head is returned.
+        let mut ran = match poll_once(guest_run.as_mut()).await {
+            Poll::Ready(result) => GuestRun::Finished(Some(result)),
+            Poll::Pending => GuestRun::Running(tokio::spawn(guest_run)),
+        };
 
         let outcome = match receiver.await {
             // A response to HEAD has no body, whatever the guest does with
@@ -290,20 +302,43 @@ impl Proxy {
             ))),
             // The guest dropped the outparam without setting it: it trapped,
             // timed out, or returned early. Its task says which.
-            Err(_) => Err(match task.await {
-                Ok(Ok(())) => {
+            Err(_) => Err(match ran.finish().await {
+                Ok(()) => {
                     ProxyError::guest(anyhow::anyhow!("guest returned without setting a response"))
                 }
-                Ok(Err(err)) => err,
-                Err(join) => {
-                    ProxyError::guest(anyhow::Error::new(join).context("guest task failed"))
-                }
+                Err(err) => err,
             }),
         };
         if flags.body_too_large.load(Ordering::Relaxed) {
             return Err(ProxyError::BodyTooLarge);
         }
         outcome
+    }
+}
+
+/// Polls `future` once, without consuming it.
+async fn poll_once<F: Future + Unpin>(mut future: F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut future).poll(cx))).await
+}
+
+/// The guest's run: finished in place, or on its own task.
+enum GuestRun {
+    Finished(Option<Result<(), ProxyError>>),
+    Running(tokio::task::JoinHandle<Result<(), ProxyError>>),
+}
+
+impl GuestRun {
+    /// How the run ended (waiting for it if it is still going).
+    async fn finish(&mut self) -> Result<(), ProxyError> {
+        match self {
+            Self::Finished(result) => result.take().unwrap_or(Ok(())),
+            Self::Running(task) => match task.await {
+                Ok(result) => result,
+                Err(join) => Err(ProxyError::guest(
+                    anyhow::Error::new(join).context("guest task failed"),
+                )),
+            },
+        }
     }
 }
 

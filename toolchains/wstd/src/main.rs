@@ -23,7 +23,7 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
         }
         _ => Ok(Response::builder()
             .status(StatusCode::METHOD_NOT_ALLOWED)
-            .header("allow", "GET")
+            .header("allow", "GET, POST")
             .body(Body::empty())?),
     }
 }
