@@ -6,6 +6,7 @@
 #   make lint   rustfmt check and clippy -D warnings (host natively, guests for wasm)
 #   make bench  wasi-serve vs wasmtime serve, aiohttp and native hyper; writes docs/benchmarks.md
 #   make interop the greeter under wasi-serve, wasmtime serve (proxy world only) and jco serve
+#   make toolchains  Python, JavaScript and wstd components built from registry packages, served
 
 CARGO  ?= cargo
 TARGET := wasm32-wasip2
@@ -16,7 +17,7 @@ HOST   := target/release/wasi-serve
 GREETER := target/$(TARGET)/release/greeter.wasm
 ADDR   ?= 127.0.0.1:8080
 
-.PHONY: all setup build run test lint bench interop clean
+.PHONY: all setup build run test lint bench interop toolchains clean
 
 all: build
 
@@ -39,6 +40,7 @@ run: build
 test: build
 	$(CARGO) test --locked --release -p wasi-serve
 	$(CARGO) test --locked --release -p greeter
+	python3 toolchains/run.py
 
 lint: setup
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
@@ -56,6 +58,11 @@ bench: build
 # Installs wasmtime (PyPI) and jco (npm, pinned in interop/package-lock.json).
 interop: build
 	python3 interop/run.py
+
+# About a minute: componentize-py (PyPI) and componentize-js (npm, pinned in
+# toolchains/javascript/package-lock.json) build their components at run time.
+toolchains: build
+	python3 toolchains/run.py
 
 clean:
 	$(CARGO) clean

@@ -27,7 +27,8 @@ pub struct Config {
 
     /// Where compiled code is cached, so a restart does not compile again.
     /// Defaults to `$XDG_CACHE_HOME/wasi-serve` (or `~/.cache/wasi-serve`).
-    /// Entries are keyed by wasmtime version and engine settings.
+    /// Entries are keyed by wasmtime version and engine settings. Only the
+    /// `compiled` subdirectory is written (and pruned); nothing else in DIR.
     #[arg(long, env = "WASI_SERVE_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr);
     match config.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => logs.with_ansi(colours()).init(),
         LogFormat::Json => logs.json().init(),
     }
     match run(config) {
@@ -29,6 +29,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Coloured logs on a terminal, unless `NO_COLOR` is set (no-color.org).
+fn colours() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn run(config: Config) -> Result<()> {

@@ -22,6 +22,9 @@ use crate::state::GuestState;
 /// Bytes of each memory and table slot kept mapped between instances.
 const KEEP_RESIDENT: usize = 1 << 20;
 
+/// The subdirectory of `--cache-dir` that wasmtime's cache manages.
+pub const CACHE_SUBDIR: &str = "compiled";
+
 /// How often the engine's epoch advances. A running guest yields to the
 /// scheduler at every tick, so one that loops cannot hold a worker thread,
 /// and the request timeout can interrupt it.
@@ -76,13 +79,23 @@ impl Runtime {
         let bytes =
             std::fs::read(path).with_context(|| format!("failed to read component `{name}`"))?;
         let progress = compile_progress(path, bytes.len());
-        let guest = self.compile(&bytes);
+        let built = self.build(&bytes);
+        // Gone before the log line, which would otherwise sit under it.
         progress.finish_and_clear();
-        guest.with_context(|| format!("failed to load component `{name}`"))
+        let (guest, report) =
+            built.with_context(|| format!("failed to load component `{name}`"))?;
+        report.log(&guest);
+        Ok(guest)
     }
 
     /// Compiles, links and checks a component given as bytes.
     pub fn compile(&self, bytes: &[u8]) -> Result<Guest> {
+        let (guest, report) = self.build(bytes)?;
+        report.log(&guest);
+        Ok(guest)
+    }
+
+    fn build(&self, bytes: &[u8]) -> Result<(Guest, CompileReport)> {
         check_header(bytes)?;
         let started = Instant::now();
         let hits = self.cache.as_ref().map(Cache::cache_hits);
@@ -97,20 +110,38 @@ impl Runtime {
         let pre = ProxyPre::new(pre).map_err(anyhow::Error::from).context(
             "it does not export `wasi:http/incoming-handler` (is it a wasi:http/proxy component?)",
         )?;
-        let hash = content_hash(bytes);
         let cache = match (hits, &self.cache) {
             (Some(before), Some(cache)) if cache.cache_hits() > before => "hit",
             (Some(_), _) => "miss",
             _ => "off",
         };
-        tracing::info!(
-            size = bytes.len(),
-            hash,
-            elapsed = ?started.elapsed(),
+        let report = CompileReport {
+            size: bytes.len(),
+            elapsed: started.elapsed(),
             cache,
+        };
+        let hash = content_hash(bytes);
+        Ok((Guest { pre, hash }, report))
+    }
+}
+
+/// What the log says about a compile.
+struct CompileReport {
+    size: usize,
+    elapsed: Duration,
+    /// `hit`, `miss`, or `off`.
+    cache: &'static str,
+}
+
+impl CompileReport {
+    fn log(&self, guest: &Guest) {
+        tracing::info!(
+            size = self.size,
+            hash = guest.hash,
+            elapsed = ?self.elapsed,
+            cache = self.cache,
             "compiled component"
         );
-        Ok(Guest { pre, hash })
     }
 }
 
@@ -150,12 +181,15 @@ fn compile_progress(path: &Path, size: usize) -> ProgressBar {
     progress
 }
 
-/// wasmtime's own compile cache in `dir`: entries are keyed by the wasmtime
-/// version, the engine's settings and the component, so stale code never
-/// loads.
+/// wasmtime's own compile cache, in `dir/compiled`: entries are keyed by the
+/// wasmtime version, the engine's settings and the component, so stale code
+/// never loads. wasmtime's cleanup deletes files it does not recognise in
+/// its directory, so it gets a subdirectory of its own: whatever else is in
+/// `dir` (say `--cache-dir .`) is never touched.
 fn open_cache(dir: &Path) -> Result<Cache> {
+    let dir = dir.join(CACHE_SUBDIR);
     let mut config = CacheConfig::new();
-    config.with_directory(dir);
+    config.with_directory(&dir);
     Cache::new(config)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("failed to use compile cache `{}`", dir.display()))
@@ -167,9 +201,11 @@ fn new_engine(limits: &Limits, cache: Option<Cache>) -> Result<Engine> {
     let n = limits.max_concurrent_requests;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
-        // A component is several core instances (its code plus the adapter
-        // shims toolchains add); these totals fit common toolchains' output.
-        .total_core_instances(n.saturating_mul(4))
+        // A component is several core instances: 3 for a Rust one (its code
+        // plus wit-component's shims), 4 for componentize-js, 14 for
+        // componentize-py (libc, libpython, extensions, adapters). This is
+        // only a count, nothing is reserved per instance, so leave room.
+        .total_core_instances(n.saturating_mul(32))
         .total_memories(n)
         .total_tables(n.saturating_mul(4))
         .total_stacks(n)

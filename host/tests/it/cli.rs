@@ -219,3 +219,56 @@ async fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     let body = response.into_body().collect().await.ok()?;
     Some(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
+
+/// Compiled code is cached: the second start loads it instead of compiling
+/// (the log line says which). wasmtime's cache prunes files it does not know
+/// in its directory, so it is confined to `compiled/` under `--cache-dir`:
+/// a user's files beside it survive its clean-up.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compile_cache_is_reused_and_touches_nothing_else() {
+    let dir = crate::support::scratch("cache");
+    std::fs::create_dir_all(dir.join("notes")).unwrap();
+    std::fs::write(dir.join("keep.txt"), "mine").unwrap();
+    std::fs::write(dir.join("notes/keep.txt"), "mine too").unwrap();
+    let cache = dir.to_str().unwrap();
+    let component = greeter();
+    let component = component.to_str().unwrap();
+
+    let mut first = ServeProcess::start(&["--cache-dir", cache, component]).await;
+    first
+        .wait_for_log(&["compiled component", "cache=\"miss\""])
+        .await;
+    // The first entry written starts wasmtime's clean-up, which takes a lock
+    // file in the directory it manages.
+    let compiled = dir.join("compiled");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let cleaned = loop {
+        let lock = std::fs::read_dir(&compiled).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .find(|entry| entry.file_name().to_string_lossy().starts_with(".cleanup"))
+        });
+        if lock.is_some() || std::time::Instant::now() > deadline {
+            break lock.is_some();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(cleaned, "wasmtime's cache clean-up ran in {compiled:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.signal("TERM");
+    assert_eq!(first.exit_code().await, Some(0));
+
+    let mut second = ServeProcess::start(&["--cache-dir", cache, component]).await;
+    second
+        .wait_for_log(&["compiled component", "cache=\"hit\""])
+        .await;
+    assert_eq!(get(second.addr, "/World").await.body, "Hello, World!");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes/keep.txt")).unwrap(),
+        "mine too"
+    );
+}
