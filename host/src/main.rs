@@ -37,10 +37,19 @@ fn colours() -> bool {
 }
 
 fn run(config: Config) -> Result<()> {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
+    // One worker per CPU this process may use (affinity and cgroup quota
+    // count). With a single CPU, tokio's single-threaded scheduler does the
+    // same job without the work-stealing machinery; see docs/performance.md.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let tokio = if cpus > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()
+    .context("failed to start the async runtime")?;
+    tracing::info!(workers = cpus, "async runtime started");
     tokio.block_on(async {
         let mut signals = Signals::new()?;
         let hangup = reload::Hangup::install()?;

@@ -60,6 +60,48 @@ async fn looping_guests_do_not_starve_other_requests() {
     }
 }
 
+/// On one CPU the binary runs a single-threaded scheduler, and guests still
+/// share it: requests run concurrently, and while guests spin in loops
+/// greetings are answered, then the loops are interrupted.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_one_cpu_guests_still_share_the_scheduler() {
+    let mut serve = ServeProcess::start_on_one_cpu(&[
+        "--request-timeout",
+        "3s",
+        test_guest().to_str().unwrap(),
+    ])
+    .await;
+    serve
+        .wait_for_log(&["async runtime started", "workers=1"])
+        .await;
+    let addr = serve.addr;
+    // Each sleeper holds its instance for 300 ms: run one after another,
+    // 20 would take 6 s.
+    let started = std::time::Instant::now();
+    let sleepers: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { get(addr, "/sleep/300").await }))
+        .collect();
+    for sleeper in sleepers {
+        assert_eq!(sleeper.await.unwrap().status, StatusCode::OK);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the sleeping guests overlapped"
+    );
+    let loops: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get(addr, "/loop").await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..10 {
+        let reply = get(addr, &format!("/meanwhile{i}")).await;
+        assert_eq!(reply.body, format!("Howdy, meanwhile{i}!"));
+    }
+    assert!(loops.iter().all(|task| !task.is_finished()));
+    for task in loops {
+        assert_eq!(task.await.unwrap().status, StatusCode::GATEWAY_TIMEOUT);
+    }
+}
+
 /// A guest growing memory past `--max-memory` fails alone with a 500.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_over_the_memory_limit_fails_alone() {

@@ -200,7 +200,19 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts the binary on a free port and waits for the address it prints.
     pub async fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(SERVE_BIN)
+        Self::spawn(Command::new(SERVE_BIN), args).await
+    }
+
+    /// Starts the binary allowed onto one CPU only (`taskset`, which runs it
+    /// in place), where it picks tokio's single-threaded scheduler.
+    pub async fn start_on_one_cpu(args: &[&str]) -> Self {
+        let mut taskset = Command::new("taskset");
+        taskset.args(["--cpu-list", "0", SERVE_BIN]);
+        Self::spawn(taskset, args).await
+    }
+
+    async fn spawn(mut command: Command, args: &[&str]) -> Self {
+        let mut child = command
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
