@@ -2,7 +2,10 @@
 """`make bench`: wasi-serve against its references, side by side in one run.
 
 Servers, each answering GET /World with "Hello, World!":
-  wasi-serve      this repository's host + greeter.wasm (fresh instance per request)
+  wasi-serve      this repository's host + greeter.wasm (fresh instance per
+                  request), without its access log: no other server here
+                  writes a line per request (aiohttp's is switched off)
+  wasi-serve, access log   the same with its default access log, for its cost
   wasmtime serve  the reference wasi:http host, same greeter.wasm (its default:
                   fresh instance per request)
   aiohttp         the original Python program's behaviour
@@ -140,11 +143,17 @@ def wrk(port: int, connections: int, seconds: int) -> dict[str, float]:
 
 def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
     """Each server's command line, given a port."""
-    return {
-        "wasi-serve": lambda port, cached=True: [
+    def wasi_serve(log: str):
+        # `env` execs in place: the pid measured is the server's.
+        return lambda port, cached=True: [
+            "env", f"RUST_LOG={log}",
             str(TARGET / "release/wasi-serve"), "--addr", f"127.0.0.1:{port}",
             *(["--cache-dir", str(cache_dir)] if cached else ["--no-cache"]), str(GREETER),
-        ],
+        ]
+
+    return {
+        "wasi-serve": wasi_serve("info,wasi_serve::access=off"),
+        "wasi-serve, access log": wasi_serve("info"),
         "wasmtime serve": lambda port, cached=True: [
             str(tools["wasmtime"]), "serve", "--addr", f"127.0.0.1:{port}",
             "-C", f"cache={'y' if cached else 'n'}", str(GREETER),
@@ -198,7 +207,7 @@ def run(args: argparse.Namespace) -> dict:
             entry["rss"].append(rss)
             entry["cold"].append(cold * 1000)
             print(
-                f"round {round_ + 1}/{args.rounds} {name:15} {load['rps']:>10.0f} req/s"
+                f"round {round_ + 1}/{args.rounds} {name:22} {load['rps']:>10.0f} req/s"
                 f"  p50 {single['p50']:.3f} ms  p99 {single['p99']:.3f} ms"
                 f"  rss {rss:.1f} MiB  cold {cold * 1000:.1f} ms",
                 flush=True,
@@ -250,7 +259,7 @@ def svg(data: dict) -> str:
     medians = [statistics.median(results[n]["rps"]) for n in names]
     highs = [max(results[n]["rps"]) for n in names]
     lows = [min(results[n]["rps"]) for n in names]
-    width, bar_h, gap, left, top = 720, 34, 14, 130, 40
+    width, bar_h, gap, left, top = 760, 34, 14, 170, 40
     scale = (width - left - 110) / max(highs)
     height = top + len(names) * (bar_h + gap) + 30
     out = [
@@ -260,7 +269,7 @@ def svg(data: dict) -> str:
         f'<text x="{left}" y="22" font-size="15" font-weight="bold">'
         "Requests per second, one server core, 64 connections (median, min–max)</text>",
     ]
-    colors = {"wasi-serve": "#2a7ab9", "wasmtime serve": "#8a8a8a", "aiohttp": "#c9a227",
+    colors = {"wasi-serve": "#2a7ab9", "wasi-serve, access log": "#7fb0d8", "wasmtime serve": "#8a8a8a", "aiohttp": "#c9a227",
               "hello-native": "#4f9a5a"}
     for i, name in enumerate(names):
         y = top + i * (bar_h + gap)
@@ -335,6 +344,8 @@ def main() -> int:
         f"{args.rounds} interleaved rounds; {args.seconds} s at {args.connections} connections for",
         f"throughput, {args.latency_seconds} s at 1 connection for latency. Ratios are against",
         "`wasmtime serve` in the same run. µs CPU/req is 10⁶ / req/s (the server core is saturated).",
+        "`wasi-serve` runs without its access log (`RUST_LOG=info,wasi_serve::access=off`), as no",
+        "other server here writes a line per request; `wasi-serve, access log` is its default.",
         "Cold start: process launch to the first 200 response.",
         "",
         markdown(rows),
