@@ -11,6 +11,11 @@ use wasi_serve::config::LogFormat;
 use wasi_serve::shutdown::Signals;
 use wasi_serve::{Config, Proxy, reload, server, tls};
 
+/// A request makes about 130 small heap allocations; mimalloc serves them
+/// faster than glibc's malloc (measured in docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     let logs = tracing_subscriber::fmt()

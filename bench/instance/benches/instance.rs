@@ -12,6 +12,10 @@ use http_body_util::{BodyExt, Empty};
 use wasi_serve::{Config, Proxy};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+// The `wasi-serve` binary's allocator, so this measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn greeter() -> String {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
