@@ -37,8 +37,8 @@ struct ComponentLabels {
     hash: String,
 }
 
-/// Every metric the host keeps. Cheap to update on the request path: atomics
-/// only.
+/// Every metric the host keeps. Cheap to update on the request path: atomic
+/// counters, and a short uncontended lock per histogram; nothing is hashed.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
