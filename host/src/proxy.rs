@@ -225,6 +225,9 @@ impl Proxy {
                     }
                     return Err(anyhow::Error::from(err));
                 }
+                if store.data().response_body_open() {
+                    anyhow::bail!("guest returned without finishing its response body");
+                }
                 anyhow::Ok(true)
             };
             let result = match tokio::time::timeout(deadline, run).await {

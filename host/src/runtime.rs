@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
     PoolingAllocationConfig,
@@ -59,6 +59,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
+        note_response_bodies(&mut linker)?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),
@@ -143,6 +144,37 @@ impl CompileReport {
             "compiled component"
         );
     }
+}
+
+/// Replaces `outgoing-response.body` with the same call that also notes
+/// which body is the response's, so that a guest returning with it still
+/// open is caught: wasmtime-wasi-http ends such a body as if it were
+/// complete when the store goes, and the client would take a truncated
+/// response for a whole one.
+fn note_response_bodies(linker: &mut Linker<GuestState>) -> Result<()> {
+    use wasmtime_wasi_http::WasiHttpView as _;
+    use wasmtime_wasi_http::p2::bindings::http::types::HostOutgoingResponse as _;
+    use wasmtime_wasi_http::p2::body::HostOutgoingBody;
+    use wasmtime_wasi_http::p2::types::HostOutgoingResponse;
+
+    linker.allow_shadowing(true);
+    linker
+        .instance("wasi:http/types@0.2.12")
+        .map_err(anyhow::Error::from)?
+        .func_wrap(
+            "[method]outgoing-response.body",
+            |mut store, (response,): (Resource<HostOutgoingResponse>,)| {
+                let state: &mut GuestState = store.data_mut();
+                let body: Result<Resource<HostOutgoingBody>, ()> = state.http().body(response)?;
+                if let Ok(body) = &body {
+                    state.response_body_taken(body);
+                }
+                Ok((body,))
+            },
+        )
+        .map_err(anyhow::Error::from)?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// A short SHA-256 of `bytes`, enough to tell two builds apart in a log.

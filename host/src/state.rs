@@ -1,8 +1,9 @@
 //! The per-request store data, and what it grants the guest: nothing, unless
 //! a flag says otherwise.
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::body::HostOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::guest_output::{self, RequestTag};
@@ -24,6 +25,9 @@ pub struct GuestState {
     outbound: Outbound,
     /// Caps linear memory.
     pub limiter: MemoryLimiter,
+    /// The table index of the response's `outgoing-body`, once the guest has
+    /// taken it (see [`crate::runtime`]).
+    response_body: Option<u32>,
 }
 
 impl GuestState {
@@ -42,7 +46,28 @@ impl GuestState {
             table,
             outbound,
             limiter: MemoryLimiter::new(max_memory),
+            response_body: None,
         }
+    }
+
+    /// Notes `body` as the response's body.
+    pub fn response_body_taken(&mut self, body: &Resource<HostOutgoingBody>) {
+        self.response_body = Some(body.rep());
+    }
+
+    /// Whether the response's body is still open: taken by the guest, and
+    /// neither finished nor dropped. Once the guest's handler has returned,
+    /// that body can never be completed.
+    ///
+    /// (Should the guest finish the body and then leak a new outgoing body
+    /// that reuses its table slot, this would say yes wrongly; a guest that
+    /// leaks bodies is broken anyway.)
+    pub fn response_body_open(&self) -> bool {
+        self.response_body.is_some_and(|rep| {
+            self.table
+                .get(&Resource::<HostOutgoingBody>::new_borrow(rep))
+                .is_ok()
+        })
     }
 }
 

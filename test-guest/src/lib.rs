@@ -10,6 +10,7 @@
 //! | `/trap` | traps before setting a response |
 //! | `/no-response` | returns without setting a response |
 //! | `/trap-after-headers` | sends 200 and part of a body, then traps |
+//! | `/unfinished` | sends 200 and part of a body, then returns without finishing or dropping the body |
 //! | `/loop` | spins forever |
 //! | `/alloc` | allocates memory without end |
 //! | `/sleep/{ms}` | waits `ms` milliseconds, then 200 `slept {ms}ms` |
@@ -62,6 +63,14 @@ impl Guest for TestGuest {
                 // Trap with the body still open: the response is cut short.
                 let _open = (stream, body);
                 panic!("asked to trap after headers");
+            }
+            "unfinished" => {
+                let (body, stream) = start(response_out, 200, None);
+                write_all(&stream, b"partial");
+                drop(stream);
+                // Neither finished nor dropped (a drop would abort it): the
+                // handle stays in the instance's table when it returns.
+                core::mem::forget(body);
             }
             "loop" => {
                 let mut n = 0u64;

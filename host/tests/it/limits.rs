@@ -319,6 +319,34 @@ async fn a_trap_after_the_headers_cuts_the_response_off() {
     still_serves(&server).await;
 }
 
+/// A guest that returns with its response body neither finished nor dropped
+/// has sent an incomplete response: the client sees it cut off, never a
+/// clean end, and the failure is logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_left_unfinished_cuts_the_response_off() {
+    let mut serve = ServeProcess::start(&[test_guest().to_str().unwrap()]).await;
+    let mut sender = crate::support::http1(serve.addr).await;
+    let request = crate::support::build(Method::GET, serve.addr, "/unfinished");
+    if let Ok(response) = tokio::time::timeout(STEP, sender.send_request(request))
+        .await
+        .expect("in time")
+    {
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = tokio::time::timeout(STEP, response.into_body().collect())
+            .await
+            .expect("in time");
+        assert!(body.is_err(), "the body must end in an error, got {body:?}");
+    }
+    serve
+        .wait_for_log(&[
+            "guest failed",
+            "without finishing its response body",
+            "/unfinished",
+        ])
+        .await;
+    assert_eq!(get(serve.addr, "/World").await.body, "Howdy, World!");
+}
+
 /// A guest streaming a large body: every byte arrives.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_streamed_body_arrives_whole() {
