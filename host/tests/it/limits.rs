@@ -301,32 +301,17 @@ async fn huge_headers_get_431_or_a_closed_connection() {
 async fn a_trap_after_the_headers_cuts_the_response_off() {
     let server = TestServer::start(&test_guest()).await;
     for _ in 0..3 {
-        let mut sender = crate::support::http1(server.addr).await;
-        let request = crate::support::build(Method::GET, server.addr, "/trap-after-headers");
-        // hyper may or may not have flushed the head before the trap; either
-        // way the client must see a failure, never a complete response.
-        if let Ok(response) = tokio::time::timeout(STEP, sender.send_request(request))
-            .await
-            .expect("in time")
-        {
-            assert_eq!(response.status(), StatusCode::OK);
-            let body = tokio::time::timeout(STEP, response.into_body().collect())
-                .await
-                .expect("in time");
-            assert!(body.is_err(), "the body must end in an error, got {body:?}");
-        }
+        assert_cut_off(server.addr, "/trap-after-headers").await;
     }
     still_serves(&server).await;
 }
 
-/// A guest that returns with its response body neither finished nor dropped
-/// has sent an incomplete response: the client sees it cut off, never a
-/// clean end, and the failure is logged.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_body_left_unfinished_cuts_the_response_off() {
-    let mut serve = ServeProcess::start(&[test_guest().to_str().unwrap()]).await;
-    let mut sender = crate::support::http1(serve.addr).await;
-    let request = crate::support::build(Method::GET, serve.addr, "/unfinished");
+/// GETs `path` and checks the client sees a failure, never a complete
+/// response: hyper may or may not have flushed the head before the guest
+/// failed, but a body that arrives must end in an error.
+async fn assert_cut_off(addr: std::net::SocketAddr, path: &str) {
+    let mut sender = crate::support::http1(addr).await;
+    let request = crate::support::build(Method::GET, addr, path);
     if let Ok(response) = tokio::time::timeout(STEP, sender.send_request(request))
         .await
         .expect("in time")
@@ -337,6 +322,15 @@ async fn a_body_left_unfinished_cuts_the_response_off() {
             .expect("in time");
         assert!(body.is_err(), "the body must end in an error, got {body:?}");
     }
+}
+
+/// A guest that returns with its response body neither finished nor dropped
+/// has sent an incomplete response: the client sees it cut off, never a
+/// clean end, and the failure is logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_left_unfinished_cuts_the_response_off() {
+    let mut serve = ServeProcess::start(&[test_guest().to_str().unwrap()]).await;
+    assert_cut_off(serve.addr, "/unfinished").await;
     serve
         .wait_for_log(&[
             "guest failed",
