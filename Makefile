@@ -52,7 +52,7 @@ lint: setup
 # A few minutes at most; not part of `make test`. ROUNDS=1 for a quick look.
 ROUNDS ?= 3
 bench: build
-	$(CARGO) bench --locked -p instance-bench --bench instance -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench --locked -p instance-bench --bench instance --bench phases -- --warm-up-time 1 --measurement-time 3
 	python3 bench/run.py --rounds $(ROUNDS)
 
 # Installs wasmtime (PyPI) and jco (npm, pinned in interop/package-lock.json).

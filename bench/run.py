@@ -22,6 +22,7 @@ Writes docs/benchmarks.md and docs/bench.svg unless --no-report.
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -121,6 +122,13 @@ def peak_rss_mib(proc: subprocess.Popen) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
+def cpu_seconds(proc: subprocess.Popen) -> tuple[float, float]:
+    """User and system CPU time the server has used so far."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def to_ms(value: str) -> float:
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
@@ -135,6 +143,7 @@ def wrk(port: int, connections: int, seconds: int) -> dict[str, float]:
         raise RuntimeError(f"wrk saw errors:\n{out}")
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50": to_ms(latency["50"]),
         "p99": to_ms(latency["99"]),
@@ -175,7 +184,10 @@ def run(args: argparse.Namespace) -> dict:
     tools = setup()
     cache_dir = Path(tempfile.mkdtemp(prefix="wasi-serve-bench-cache-"))
     commands = servers(tools, cache_dir)
-    results = {name: {"rps": [], "p50": [], "p99": [], "rss": [], "cold": []} for name in commands}
+    results = {
+        name: {"rps": [], "user": [], "sys": [], "p50": [], "p99": [], "rss": [], "cold": []}
+        for name in commands
+    }
     uncached = {}
     # Cold start without a compile cache (wasm runtimes only), then one
     # launch each to warm the caches the rounds will use.
@@ -195,13 +207,17 @@ def run(args: argparse.Namespace) -> dict:
             proc, cold = start(command(port), port)
             try:
                 wrk(port, args.connections, 1)  # warm-up
+                user, system = cpu_seconds(proc)
                 load = wrk(port, args.connections, args.seconds)
+                user_after, system_after = cpu_seconds(proc)
                 single = wrk(port, 1, args.latency_seconds)
                 rss = peak_rss_mib(proc)
             finally:
                 stop(proc)
             entry = results[name]
             entry["rps"].append(load["rps"])
+            entry["user"].append((user_after - user) * 1e6 / load["requests"])
+            entry["sys"].append((system_after - system) * 1e6 / load["requests"])
             entry["p50"].append(single["p50"])
             entry["p99"].append(single["p99"])
             entry["rss"].append(rss)
@@ -229,7 +245,7 @@ def table(data: dict) -> list[list[str]]:
             name,
             f"{rps:,.0f} ({lo:,.0f}–{hi:,.0f})",
             f"{rps / ref['rps']:.2f}×",
-            f"{1e6 / rps:.1f}",
+            f"{statistics.median(entry['user']):.1f} + {statistics.median(entry['sys']):.1f}",
             f"{p50:.3f} ({p50 / ref['p50']:.2f}×)",
             f"{p99:.3f} ({p99 / ref['p99']:.2f}×)",
             f"{rss:.1f} ({rss / ref['rss']:.2f}×)",
@@ -240,7 +256,7 @@ def table(data: dict) -> list[list[str]]:
 
 
 HEADER = [
-    "server", "req/s, 64 conns: median (min–max)", "vs wasmtime serve", "µs CPU/req",
+    "server", "req/s, 64 conns: median (min–max)", "vs wasmtime serve", "µs CPU/req: user + sys",
     "p50 ms, 1 conn", "p99 ms, 1 conn", "peak RSS MiB", "cold start ms (cached)",
     "cold start ms (no cache)",
 ]
@@ -284,6 +300,23 @@ def svg(data: dict) -> str:
                    f'{medians[i]:,.0f}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def in_process() -> list[tuple[str, float]]:
+    """The criterion figures `make bench` measured just before this run
+    (median ns per iteration), newest build only: a figure older than the
+    binaries it measured is left out."""
+    built = max((TARGET / "release/wasi-serve").stat().st_mtime, GREETER.stat().st_mtime)
+    figures = []
+    for estimates in sorted((TARGET / "criterion").glob("*/new/estimates.json")):
+        if estimates.stat().st_mtime < built:
+            continue
+        name = json.loads((estimates.parent / "benchmark.json").read_text())["full_id"]
+        median = json.loads(estimates.read_text())["median"]["point_estimate"]
+        figures.append((name, median))
+    # The whole request first, then its phases from the smallest up.
+    figures.sort(key=lambda figure: (figure[0].startswith("phase"), figure[1]))
+    return figures
 
 
 def versions(tools: dict[str, Path]) -> dict[str, str]:
@@ -332,6 +365,12 @@ def main() -> int:
     rows = table(data)
     print()
     print(markdown(rows))
+    figures = in_process()
+    criterion = ["| in-process, no network (criterion) | median µs |", "| --- | --- |"]
+    criterion += [f"| {name} | {ns / 1000:.2f} |" for name, ns in figures]
+    if figures:
+        print()
+        print("\n".join(criterion))
     if args.no_report:
         return 0
     info = versions(tools)
@@ -343,7 +382,8 @@ def main() -> int:
         "compare within one run only. Each server is pinned to CPU 0 and wrk to CPU 1;",
         f"{args.rounds} interleaved rounds; {args.seconds} s at {args.connections} connections for",
         f"throughput, {args.latency_seconds} s at 1 connection for latency. Ratios are against",
-        "`wasmtime serve` in the same run. µs CPU/req is 10⁶ / req/s (the server core is saturated).",
+        "`wasmtime serve` in the same run. µs CPU/req is the server's user and system CPU time",
+        "(from `/proc/PID/stat`) over the throughput run, divided by the requests answered.",
         "`wasi-serve` runs without its access log (`RUST_LOG=info,wasi_serve::access=off`), as no",
         "other server here writes a line per request; `wasi-serve, access log` is its default.",
         "Cold start: process launch to the first 200 response.",
@@ -352,6 +392,9 @@ def main() -> int:
         "",
         "![throughput](bench.svg)",
         "",
+        *((["Per request in-process (`cargo bench -p instance-bench`, run by `make bench` just",
+            "before): the whole of `Proxy::handle`, then its phases; see docs/performance.md.",
+            "", *criterion, ""]) if figures else []),
         "| | |",
         "| --- | --- |",
         *[f"| {k} | {v} |" for k, v in info.items()],

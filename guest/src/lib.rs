@@ -63,9 +63,13 @@ fn send(reply: Reply, response_out: ResponseOutparam) {
     }
     let fields = Fields::from_list(&headers).expect("valid response headers");
     let response = OutgoingResponse::new(fields);
-    response
-        .set_status_code(reply.status)
-        .expect("valid status code");
+    // A new response is a 200; saying so again would be one more host call
+    // on every greeting.
+    if reply.status != 200 {
+        response
+            .set_status_code(reply.status)
+            .expect("valid status code");
+    }
     let body = response.body().expect("body taken once");
     ResponseOutparam::set(response_out, Ok(response));
     if reply.send_body {

@@ -59,6 +59,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
+        io_without_wasi_ctx(&mut linker)?;
         note_response_bodies(&mut linker)?;
         Ok(Self {
             engine,
@@ -175,6 +176,30 @@ fn note_response_bodies(linker: &mut Linker<GuestState>) -> Result<()> {
         .map_err(anyhow::Error::from)?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// Links `wasi:io` (errors, polls, streams) again, to the resource table
+/// alone. wasmtime-wasi reaches that table through the whole WASI context,
+/// which [`GuestState`] builds only when a guest needs it; every HTTP
+/// handler writes its body through `wasi:io/streams`, and should not pay for
+/// random generators and clocks it never uses.
+fn io_without_wasi_ctx(linker: &mut Linker<GuestState>) -> Result<()> {
+    use wasmtime_wasi_io::bindings::wasi::io::{error, poll, streams};
+
+    linker.allow_shadowing(true);
+    error::add_to_linker::<_, TableOnly>(linker, GuestState::table).map_err(anyhow::Error::from)?;
+    poll::add_to_linker::<_, TableOnly>(linker, GuestState::table).map_err(anyhow::Error::from)?;
+    streams::add_to_linker::<_, TableOnly>(linker, GuestState::table)
+        .map_err(anyhow::Error::from)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// What the `wasi:io` host functions get: the resource table.
+struct TableOnly;
+
+impl wasmtime::component::HasData for TableOnly {
+    type Data<'a> = &'a mut wasmtime::component::ResourceTable;
 }
 
 /// A short SHA-256 of `bytes`, enough to tell two builds apart in a log.

@@ -15,8 +15,13 @@ use crate::outbound::Outbound;
 pub struct GuestState {
     /// WASI 0.2: no preopened directories, no environment variables, no
     /// arguments, closed stdin, every socket address denied (the builder's
-    /// defaults); stdout and stderr go to the log.
-    wasi: WasiCtx,
+    /// defaults); stdout and stderr go to the log. Built on the guest's
+    /// first call that needs it: most HTTP handlers never make one, and
+    /// building it (random generators seeded, streams boxed) is a few
+    /// percent of a request.
+    wasi: Option<WasiCtx>,
+    /// The request, to tag the guest's output with.
+    tag: RequestTag,
     /// `wasi:http` state for this request.
     http: WasiHttpCtx,
     /// Handles of the guest's resources (request, streams, ...).
@@ -34,14 +39,14 @@ impl GuestState {
     /// The state for the request `tag`: nothing granted but outgoing HTTP to
     /// the origins `outbound` allows, memories capped at `max_memory` bytes.
     pub fn new(tag: RequestTag, outbound: Outbound, max_memory: usize) -> Self {
-        let (stdout, stderr) = guest_output::pair(tag);
         // Host memory a guest can make the host spend is bounded too.
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_GUEST_RESOURCES);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(MAX_GUEST_FIELD_SIZE);
         Self {
-            wasi: WasiCtx::builder().stdout(stdout).stderr(stderr).build(),
+            wasi: None,
+            tag,
             http,
             table,
             outbound,
@@ -73,10 +78,29 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let tag = &self.tag;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let (stdout, stderr) = guest_output::pair(tag.clone());
+            WasiCtx::builder().stdout(stdout).stderr(stderr).build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
+    }
+}
+
+impl GuestState {
+    /// The resource table alone: what `wasi:io` needs, without building the
+    /// WASI context (see [`crate::runtime`]).
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// Whether the WASI context was built (the guest called something that
+    /// needs it).
+    pub fn wasi_built(&self) -> bool {
+        self.wasi.is_some()
     }
 }
 

@@ -1,0 +1,101 @@
+//! Where the per-request cost goes, phase by phase, in-process: the store
+//! alone; the store and an instance of the greeter, never called; and the
+//! bare wasmtime path (store, instance, handler, whole body, drop) with none
+//! of wasi-serve's own request handling. Set against `instance.rs`, which
+//! runs the whole of `Proxy::handle`, they split one request's cost into
+//! store, instantiation, the guest's call and the server around it. Run by
+//! `make bench`.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use clap::Parser;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http_body_util::{BodyExt, Empty};
+use tokio::sync::oneshot;
+use wasi_serve::guest_output::RequestTag;
+use wasi_serve::outbound::Outbound;
+use wasi_serve::state::GuestState;
+use wasi_serve::{Config, Proxy};
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+// The `wasi-serve` binary's allocator, so this measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn greeter() -> String {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target")
+            .display()
+            .to_string()
+    });
+    format!("{target}/wasm32-wasip2/release/greeter.wasm")
+}
+
+/// A store set up as `Proxy::handle` sets up each request's.
+fn store(engine: &Engine) -> Store<GuestState> {
+    let tag = RequestTag {
+        method: http::Method::GET,
+        uri: http::Uri::from_static("http://localhost/World"),
+    };
+    let state = GuestState::new(tag, Outbound::default(), 64 << 20);
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    store
+}
+
+fn phases(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = Config::parse_from(["wasi-serve", &greeter()]);
+    let proxy = runtime
+        .block_on(async { Proxy::load(&config) })
+        .expect("greeter loads");
+    let guest = proxy.current();
+    let engine = proxy.runtime().engine();
+
+    c.bench_function("phase: store", |b| b.iter(|| drop(store(engine))));
+    c.bench_function("phase: store + instantiate", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut store = store(engine);
+                guest.pre.instantiate_async(&mut store).await.unwrap();
+            })
+        })
+    });
+    c.bench_function("phase: store + instantiate + handler, wasmtime only", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut store = store(engine);
+                let request = hyper::Request::builder()
+                    .uri("http://localhost/World")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let (sender, receiver) = oneshot::channel();
+                let mut http = store.data_mut().http();
+                let request = http.new_incoming_request(Scheme::Http, request).unwrap();
+                let out = http.new_response_outparam(sender).unwrap();
+                let proxy = guest.pre.instantiate_async(&mut store).await.unwrap();
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, out)
+                    .await
+                    .unwrap();
+                drop(store);
+                let response = receiver.await.unwrap().unwrap();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"Hello, World!");
+            })
+        })
+    });
+}
+
+criterion_group!(benches, phases);
+criterion_main!(benches);
