@@ -51,8 +51,12 @@ lint: setup
 
 # A few minutes at most; not part of `make test`. ROUNDS=1 for a quick look.
 ROUNDS ?= 3
+# The in-process benchmarks are built first, then run on CPU 0 alone (as
+# the servers are), so that a move between CPUs does not add to their noise.
+BENCHES := --locked -p instance-bench --bench instance --bench phases
 bench: build
-	$(CARGO) bench --locked -p instance-bench --bench instance --bench phases -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench $(BENCHES) --no-run
+	taskset -c 0 $(CARGO) bench $(BENCHES) -- --warm-up-time 1 --measurement-time 3
 	python3 bench/run.py --rounds $(ROUNDS)
 
 # Installs wasmtime (PyPI) and jco (npm, pinned in interop/package-lock.json).

@@ -25,7 +25,12 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The greeter, or the component `BENCH_COMPONENT` names (to compare
+/// builds of it).
 fn greeter() -> String {
+    if let Ok(path) = std::env::var("BENCH_COMPONENT") {
+        return path;
+    }
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../target")
