@@ -67,7 +67,7 @@ fn phases(c: &mut Criterion) {
     let engine = proxy.runtime().engine();
 
     c.bench_function("phase: store", |b| b.iter(|| drop(store(engine))));
-    c.bench_function("phase: store + instantiate", |b| {
+    c.bench_function("phase: store + instance, never called", |b| {
         b.iter(|| {
             runtime.block_on(async {
                 let mut store = store(engine);
@@ -75,7 +75,7 @@ fn phases(c: &mut Criterion) {
             })
         })
     });
-    c.bench_function("phase: store + instantiate + handler, wasmtime only", |b| {
+    c.bench_function("phase: store + instance + handler, wasmtime only", |b| {
         b.iter(|| {
             runtime.block_on(async {
                 let mut store = store(engine);
