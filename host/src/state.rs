@@ -55,6 +55,18 @@ impl GuestState {
         }
     }
 
+    /// The resource table alone: what `wasi:io` needs, without building the
+    /// WASI context (see [`crate::runtime`]).
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// Whether the WASI context was built (the guest called something that
+    /// needs it).
+    pub fn wasi_built(&self) -> bool {
+        self.wasi.is_some()
+    }
+
     /// Notes `body` as the response's body.
     pub fn response_body_taken(&mut self, body: &Resource<HostOutgoingBody>) {
         self.response_body = Some(body.rep());
@@ -87,20 +99,6 @@ impl WasiView for GuestState {
             ctx,
             table: &mut self.table,
         }
-    }
-}
-
-impl GuestState {
-    /// The resource table alone: what `wasi:io` needs, without building the
-    /// WASI context (see [`crate::runtime`]).
-    pub fn table(&mut self) -> &mut ResourceTable {
-        &mut self.table
-    }
-
-    /// Whether the WASI context was built (the guest called something that
-    /// needs it).
-    pub fn wasi_built(&self) -> bool {
-        self.wasi.is_some()
     }
 }
 

@@ -119,3 +119,60 @@ fn vendored_wit_matches_the_hosts_wasi_http() {
         );
     }
 }
+
+/// Runs `GET path` through a fresh instance of `component` as the server
+/// does (same runtime, same store set-up), checks the guest answered 200,
+/// and says whether the request's store had to build a WASI context.
+async fn builds_a_wasi_context(component: &Path, path: &str) -> bool {
+    use clap::Parser;
+    use http_body_util::Empty;
+    use wasi_serve::guest_output::RequestTag;
+    use wasi_serve::outbound::Outbound;
+    use wasi_serve::state::GuestState;
+    use wasi_serve::{Config, Proxy};
+    use wasmtime::{Store, UpdateDeadline};
+    use wasmtime_wasi_http::WasiHttpView;
+    use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+    let config = Config::parse_from(["wasi-serve", "--no-cache", component.to_str().unwrap()]);
+    let proxy = Proxy::load(&config).expect("component loads");
+    let uri: http::Uri = format!("http://localhost{path}").parse().unwrap();
+    let tag = RequestTag {
+        method: http::Method::GET,
+        uri: uri.clone(),
+    };
+    let state = GuestState::new(tag, Outbound::default(), 64 << 20);
+    let mut store = Store::new(proxy.runtime().engine(), state);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    let request = hyper::Request::get(uri)
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let mut http = store.data_mut().http();
+    let request = http.new_incoming_request(Scheme::Http, request).unwrap();
+    let out = http.new_response_outparam(sender).unwrap();
+    let guest = proxy
+        .current()
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .expect("instantiates");
+    guest
+        .wasi_http_incoming_handler()
+        .call_handle(&mut store, request, out)
+        .await
+        .expect("handler returns");
+    let response = receiver.await.unwrap().expect("a response");
+    assert_eq!(response.status(), 200, "{path}");
+    store.data().wasi_built()
+}
+
+#[tokio::test]
+async fn the_wasi_context_is_built_only_for_guests_that_use_it() {
+    // The greeter uses wasi:http and wasi:io only, the body stream included:
+    // its requests never pay for a WASI context.
+    assert!(!builds_a_wasi_context(&greeter(), "/World").await);
+    // Printing goes through wasi:cli/stdout, which needs one.
+    assert!(builds_a_wasi_context(&crate::support::test_guest(), "/print/0").await);
+}
