@@ -6,39 +6,16 @@
 //! store, instantiation, the guest's call and the server around it. Run by
 //! `make bench`.
 
-use std::path::Path;
-
 use bytes::Bytes;
-use clap::Parser;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
 use tokio::sync::oneshot;
 use wasi_serve::guest_output::RequestTag;
 use wasi_serve::outbound::Outbound;
 use wasi_serve::state::GuestState;
-use wasi_serve::{Config, Proxy};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-
-// The `wasi-serve` binary's allocator, so this measures what it runs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The greeter, or the component `BENCH_COMPONENT` names (to compare
-/// builds of it).
-fn greeter() -> String {
-    if let Ok(path) = std::env::var("BENCH_COMPONENT") {
-        return path;
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target")
-            .display()
-            .to_string()
-    });
-    format!("{target}/wasm32-wasip2/release/greeter.wasm")
-}
 
 /// A store set up as `Proxy::handle` sets up each request's.
 fn store(engine: &Engine) -> Store<GuestState> {
@@ -55,14 +32,7 @@ fn store(engine: &Engine) -> Store<GuestState> {
 }
 
 fn phases(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = Config::parse_from(["wasi-serve", &greeter()]);
-    let proxy = runtime
-        .block_on(async { Proxy::load(&config) })
-        .expect("greeter loads");
+    let (runtime, proxy) = instance_bench::load();
     let guest = proxy.current();
     let engine = proxy.runtime().engine();
 
