@@ -316,16 +316,28 @@ def svg(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def in_process() -> list[tuple[str, float]]:
+# The criterion benchmarks of `bench/instance`, as `make bench` runs them.
+CRITERION = (
+    "instantiate + handle + drop (greeter)",
+    "phase: store",
+    "phase: store + instance, never called",
+    "phase: store + instance + handler, wasmtime only",
+)
+
+
+def in_process(started: float) -> list[tuple[str, float]]:
     """The criterion figures `make bench` measured just before this run
-    (median ns per iteration), newest build only: a figure older than the
-    binaries it measured is left out."""
+    (median ns per iteration). A figure older than the binaries it measured,
+    or from more than an hour before this run, is left out."""
     built = max((TARGET / "release/wasi-serve").stat().st_mtime, GREETER.stat().st_mtime)
     figures = []
     for estimates in sorted((TARGET / "criterion").glob("*/new/estimates.json")):
-        if estimates.stat().st_mtime < built:
+        measured = estimates.stat().st_mtime
+        if measured < built or measured < started - 3600:
             continue
         name = json.loads((estimates.parent / "benchmark.json").read_text())["full_id"]
+        if name not in CRITERION:
+            continue
         median = json.loads(estimates.read_text())["median"]["point_estimate"]
         figures.append((name, median))
     # The whole request first, then its phases from the smallest up.
@@ -368,6 +380,7 @@ def main() -> int:
     def out_of_time(*_):
         raise TimeoutError(f"the benchmark ran past --max-seconds={args.max_seconds}")
 
+    started = time.time()
     signal.signal(signal.SIGALRM, out_of_time)
     signal.alarm(args.max_seconds)
     try:
@@ -381,7 +394,7 @@ def main() -> int:
     rows = table(data)
     print()
     print(markdown(rows))
-    figures = in_process()
+    figures = in_process(started)
     criterion = ["| in-process, no network (criterion) | median µs |", "| --- | --- |"]
     criterion += [f"| {name} | {ns / 1000:.2f} |" for name, ns in figures]
     if figures:

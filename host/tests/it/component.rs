@@ -143,6 +143,7 @@ async fn builds_a_wasi_context(component: &Path, path: &str) -> bool {
     };
     let state = GuestState::new(tag, Outbound::default(), 64 << 20);
     let mut store = Store::new(proxy.runtime().engine(), state);
+    store.limiter(|state| &mut state.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
     let request = hyper::Request::get(uri)
