@@ -129,6 +129,18 @@ impl Proxy {
         old
     }
 
+    /// The store for one request, tagged `tag`: its own state, the memory
+    /// limit, and an epoch deadline at which a running guest yields to the
+    /// scheduler.
+    pub fn new_store(&self, tag: RequestTag) -> Store<GuestState> {
+        let state = GuestState::new(tag, self.outbound.clone(), self.limits.max_memory);
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        store
+    }
+
     /// Runs `request` through a fresh instance of the current component.
     ///
     /// A guest still running when the response head is returned goes on, on
@@ -157,11 +169,7 @@ impl Proxy {
             uri: request.uri().clone(),
         };
         let guest = self.current();
-        let state = GuestState::new(tag.clone(), self.outbound.clone(), self.limits.max_memory);
-        let mut store = Store::new(self.runtime.engine(), state);
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let mut store = self.new_store(tag.clone());
 
         let (sender, receiver) = oneshot::channel();
         let flags = Arc::new(Flags::default());

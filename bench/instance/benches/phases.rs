@@ -11,36 +11,26 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
 use tokio::sync::oneshot;
 use wasi_serve::guest_output::RequestTag;
-use wasi_serve::outbound::Outbound;
-use wasi_serve::state::GuestState;
-use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-/// A store set up as `Proxy::handle` sets up each request's.
-fn store(engine: &Engine) -> Store<GuestState> {
-    let tag = RequestTag {
+/// The request every phase stands for.
+fn tag() -> RequestTag {
+    RequestTag {
         method: http::Method::GET,
         uri: http::Uri::from_static("http://localhost/World"),
-    };
-    let state = GuestState::new(tag, Outbound::default(), 64 << 20);
-    let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-    store
+    }
 }
 
 fn phases(c: &mut Criterion) {
     let (runtime, proxy) = instance_bench::load();
     let guest = proxy.current();
-    let engine = proxy.runtime().engine();
 
-    c.bench_function("phase: store", |b| b.iter(|| drop(store(engine))));
+    c.bench_function("phase: store", |b| b.iter(|| drop(proxy.new_store(tag()))));
     c.bench_function("phase: store + instance, never called", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let mut store = store(engine);
+                let mut store = proxy.new_store(tag());
                 guest.pre.instantiate_async(&mut store).await.unwrap();
             })
         })
@@ -48,7 +38,7 @@ fn phases(c: &mut Criterion) {
     c.bench_function("phase: store + instance + handler, wasmtime only", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let mut store = store(engine);
+                let mut store = proxy.new_store(tag());
                 let request = hyper::Request::builder()
                     .uri("http://localhost/World")
                     .body(Empty::<Bytes>::new())

@@ -121,16 +121,13 @@ fn vendored_wit_matches_the_hosts_wasi_http() {
 }
 
 /// Runs `GET path` through a fresh instance of `component` as the server
-/// does (same runtime, same store set-up), checks the guest answered 200,
+/// does (same runtime, the server's own store set-up), checks the guest answered 200,
 /// and says whether the request's store had to build a WASI context.
 async fn builds_a_wasi_context(component: &Path, path: &str) -> bool {
     use clap::Parser;
     use http_body_util::Empty;
     use wasi_serve::guest_output::RequestTag;
-    use wasi_serve::outbound::Outbound;
-    use wasi_serve::state::GuestState;
     use wasi_serve::{Config, Proxy};
-    use wasmtime::{Store, UpdateDeadline};
     use wasmtime_wasi_http::WasiHttpView;
     use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -141,11 +138,7 @@ async fn builds_a_wasi_context(component: &Path, path: &str) -> bool {
         method: http::Method::GET,
         uri: uri.clone(),
     };
-    let state = GuestState::new(tag, Outbound::default(), 64 << 20);
-    let mut store = Store::new(proxy.runtime().engine(), state);
-    store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    let mut store = proxy.new_store(tag);
     let request = hyper::Request::get(uri)
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
