@@ -374,10 +374,19 @@ struct Flags {
     guest_failed: AtomicBool,
 }
 
-/// The guest's response body. wasi:http ends a body cleanly when the guest's
-/// store goes away, even if the guest trapped halfway through writing it;
-/// this turns that end into an error, so hyper cuts the response off instead
-/// of presenting a truncated body as complete.
+/// Empty data frames [`GuestBody`] skips in one poll before it yields.
+const MAX_EMPTY_FRAMES_PER_POLL: usize = 64;
+
+/// The guest's response body, as the client gets it:
+///
+/// - wasi:http ends a body cleanly when the guest's store goes away, even if
+///   the guest trapped halfway through writing it; this turns that end into
+///   an error, so hyper cuts the response off instead of presenting a
+///   truncated body as complete.
+/// - Empty writes are dropped here. Each would become an HTTP/2 DATA frame
+///   that needs no flow-control window, so hyper queues them without limit
+///   while a client is not reading: a guest writing nothing in a loop grew
+///   the host by gigabytes (GHSA-f8mm-ggr3-89wh; docs/security.md).
 struct GuestBody {
     inner: HyperOutgoingBody,
     flags: Arc<Flags>,
@@ -391,14 +400,21 @@ impl Body for GuestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(None) if self.flags.guest_failed.load(Ordering::Relaxed) => {
-                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
-                    "the guest failed while sending the body".into(),
-                )))))
+        for _ in 0..MAX_EMPTY_FRAMES_PER_POLL {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame)))
+                    if frame.data_ref().is_some_and(|data| data.is_empty()) => {}
+                Poll::Ready(None) if self.flags.guest_failed.load(Ordering::Relaxed) => {
+                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                        "the guest failed while sending the body".into(),
+                    )))));
+                }
+                other => return other,
             }
-            other => other,
         }
+        // A guest writing nothing as fast as it can: let others run.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

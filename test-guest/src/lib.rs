@@ -18,6 +18,10 @@
 //! | `/echo` | 200 with the request body |
 //! | `/print/{n}` | writes a line to stdout and stderr, then `n` 100-byte lines to stdout; 200 |
 //! | `/fetch?{url}` | GETs `url` through `wasi:http/outgoing-handler`; 200 with its body, or 502 with the error |
+//! | `/count` | 200 with how many requests this instance has served, this one included |
+//! | `/hoard` | creates header-field resources without end, never dropping one |
+//! | `/empty-writes` | sends 200 and `start`, then writes empty chunks to its body forever |
+//! | `/empty-prints` | writes empty chunks to stdout forever, never answering |
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
@@ -26,6 +30,7 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 use guest_rt as _;
 
 wit_bindgen::generate!({
@@ -43,6 +48,9 @@ use wasi::http::types::{
 use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 const CHUNK: usize = 4096;
+
+/// Requests this instance has served, for `/count`.
+static SERVED: AtomicU32 = AtomicU32::new(0);
 
 struct TestGuest;
 
@@ -117,6 +125,26 @@ impl Guest for TestGuest {
                     write_all(&stdout, b"\n");
                 }
                 respond(response_out, 200, b"printed");
+            }
+            "count" => {
+                let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                respond(response_out, 200, format!("{served}").as_bytes());
+            }
+            "hoard" => loop {
+                core::mem::forget(Fields::new());
+            },
+            "empty-writes" => {
+                let (_body, stream) = start(response_out, 200, None);
+                write_all(&stream, b"start");
+                loop {
+                    stream.blocking_write_and_flush(&[]).expect("empty write");
+                }
+            }
+            "empty-prints" => {
+                let stdout = wasi::cli::stdout::get_stdout();
+                loop {
+                    stdout.blocking_write_and_flush(&[]).expect("empty print");
+                }
             }
             "fetch" => match fetch(query) {
                 Ok(body) => respond(response_out, 200, &body),

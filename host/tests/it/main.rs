@@ -11,5 +11,6 @@ mod operations;
 mod outbound;
 mod protocol;
 mod reload;
+mod security;
 mod support;
 mod tls;
