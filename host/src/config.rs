@@ -83,6 +83,17 @@ pub struct Config {
     )]
     pub allow_outbound: Vec<OriginPattern>,
 
+    /// Give guests the environment variable KEY with VALUE; `KEY` alone
+    /// passes the host's own value. Repeatable (the environment variable
+    /// form holds one). Guests see no environment variables otherwise.
+    #[arg(
+        long = "env",
+        env = "WASI_SERVE_ENV",
+        value_name = "KEY[=VALUE]",
+        value_parser = parse_env_var,
+    )]
+    pub env: Vec<(String, String)>,
+
     /// Longest a request may take, from its arrival to the guest's last byte;
     /// past it a guest is interrupted (even in an endless loop) and the
     /// client gets 504.
@@ -203,6 +214,24 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("must be at most a day (24h)".into());
     }
     Ok(duration)
+}
+
+/// `KEY=VALUE`, or `KEY` for the host's own value of it.
+fn parse_env_var(text: &str) -> Result<(String, String), String> {
+    let (key, value) = match text.split_once('=') {
+        Some((key, value)) => (key, value.to_string()),
+        None => {
+            let value = std::env::var(text)
+                .map_err(|_| format!("`{text}` is not set in wasi-serve's own environment"))?;
+            (text, value)
+        }
+    };
+    if key.is_empty() {
+        return Err(format!(
+            "`{text}` names no variable (expected KEY=VALUE or KEY)"
+        ));
+    }
+    Ok((key.to_string(), value))
 }
 
 /// A byte size such as `128MiB`, `64KiB`, `1GiB` or a plain number of bytes.

@@ -15,6 +15,10 @@
 //! - [`guest_output`]: the guests' stdout and stderr, into the log.
 //! - [`proxy`]: the component being served, and one request through it:
 //!   admission, fresh store, instantiate, call the handler under a timeout.
+//! - [`abi`]: the two handler ABIs (WASI 0.2 `incoming-handler`, WASI 0.3
+//!   `handler`) behind one interface, and which one a component has.
+//! - [`body`]: the request body under its limit, the response body as the
+//!   client gets it.
 //! - [`reload`]: hot swap on SIGHUP or file change.
 //! - [`metrics`]: Prometheus metrics, and the admin server (`/metrics`,
 //!   `/healthz`, `/readyz`).
@@ -27,6 +31,8 @@
 //! component, binds, and calls [`server::run`], so tests run the same server
 //! in-process on port 0.
 
+pub mod abi;
+pub mod body;
 pub mod config;
 pub mod guest_output;
 pub mod limits;

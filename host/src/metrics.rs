@@ -35,6 +35,8 @@ struct ReloadLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ComponentLabels {
     hash: String,
+    /// The WASI release of its handler: `0.2` or `0.3`.
+    wasi: &'static str,
 }
 
 /// Every metric the host keeps. Cheap to update on the request path: atomic
@@ -112,7 +114,7 @@ impl Metrics {
         let component = Family::<ComponentLabels, Gauge>::default();
         registry.register(
             "component_info",
-            "The component being served (1), by content hash",
+            "The component being served (1), by content hash and WASI release",
             component.clone(),
         );
         Self {
@@ -161,13 +163,15 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { outcome }).inc();
     }
 
-    /// The component with content hash `new` replaces `old` (if any).
-    pub fn serving(&self, old: Option<&str>, new: &str) {
-        if let Some(old) = old {
-            self.component.remove(&ComponentLabels { hash: old.into() });
-        }
+    /// The component with content hash `hash`, whose handler is WASI
+    /// `wasi`, replaces the one served before (if any).
+    pub fn serving(&self, hash: &str, wasi: &'static str) {
+        self.component.clear();
         self.component
-            .get_or_create(&ComponentLabels { hash: new.into() })
+            .get_or_create(&ComponentLabels {
+                hash: hash.into(),
+                wasi,
+            })
             .set(1);
     }
 

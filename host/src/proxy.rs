@@ -4,23 +4,23 @@
 //! handed back on a oneshot.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::task::Poll;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::{Body, Frame, SizeHint};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use http::uri::Scheme;
+use http_body_util::BodyExt;
+use hyper::body::Body;
 use tokio::sync::oneshot;
-use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
-use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiBody;
 
+use crate::body::{self, Flags, GuestBody};
 use crate::config::Config;
 use crate::guest_output::RequestTag;
 use crate::limits::{Admission, Limits};
@@ -83,6 +83,8 @@ pub struct Proxy {
     pub limits: Limits,
     admission: Admission,
     outbound: Outbound,
+    /// The guests' environment variables (`--env`).
+    env: Arc<[(String, String)]>,
     /// What operators can scrape.
     pub metrics: Arc<Metrics>,
     /// Set once shutdown has begun (readiness turns false).
@@ -97,13 +99,14 @@ impl Proxy {
         let runtime = Runtime::new(&limits, config.cache_dir().as_deref())?;
         let guest = runtime.load(&config.component)?;
         let metrics = Arc::new(Metrics::new());
-        metrics.serving(None, &guest.hash);
+        metrics.serving(&guest.hash, guest.wasi());
         Ok(Arc::new(Self {
             runtime,
             guest: ArcSwap::from_pointee(guest),
             path: config.component.clone(),
             admission: Admission::new(&limits),
             outbound: Outbound::new(config.allow_outbound.clone()),
+            env: config.env.clone().into(),
             limits,
             metrics,
             draining: AtomicBool::new(false),
@@ -125,7 +128,7 @@ impl Proxy {
     pub fn swap(&self, guest: Guest) -> Arc<Guest> {
         let new = Arc::new(guest);
         let old = self.guest.swap(new.clone());
-        self.metrics.serving(Some(&old.hash), &new.hash);
+        self.metrics.serving(&new.hash, new.wasi());
         old
     }
 
@@ -133,7 +136,12 @@ impl Proxy {
     /// limit, and an epoch deadline at which a running guest yields to the
     /// scheduler.
     pub fn new_store(&self, tag: RequestTag) -> Store<GuestState> {
-        let state = GuestState::new(tag, self.outbound.clone(), self.limits.max_memory);
+        let state = GuestState::new(
+            tag,
+            self.outbound.clone(),
+            self.env.clone(),
+            self.limits.max_memory,
+        );
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
@@ -141,7 +149,8 @@ impl Proxy {
         store
     }
 
-    /// Runs `request` through a fresh instance of the current component.
+    /// Runs `request` through a fresh instance of the current component,
+    /// whichever handler ABI it has.
     ///
     /// A guest still running when the response head is returned goes on, on
     /// its own task, to stream the body; its slot is released when it
@@ -150,15 +159,19 @@ impl Proxy {
         &self,
         request: hyper::Request<B>,
         scheme: Scheme,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, ProxyError>
+    ) -> Result<hyper::Response<WasiBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error> + Into<BoxError>,
     {
         let arrived = Instant::now();
         let max_body = self.limits.max_request_body;
-        let declared = request.body().size_hint().exact();
-        if declared.is_some_and(|length| length > max_body) {
+        if request
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|length| length > max_body)
+        {
             return Err(ProxyError::BodyTooLarge);
         }
         let slot = self.admission.admit().await.map_err(|_| ProxyError::Busy)?;
@@ -170,41 +183,13 @@ impl Proxy {
         };
         let guest = self.current();
         let mut store = self.new_store(tag.clone());
-
-        let (sender, receiver) = oneshot::channel();
         let flags = Arc::new(Flags::default());
-        // A body of unknown length is counted as it is read; past the limit
-        // the guest gets a read error and the client a 413.
-        let incoming = if declared.is_some() {
-            store
-                .data_mut()
-                .http()
-                .new_incoming_request(scheme.clone(), request)
-        } else {
-            let flags = flags.clone();
-            let request = request.map(|body| {
-                Limited::new(body, max_body as usize).map_err(move |err| {
-                    if err.is::<LengthLimitError>() {
-                        flags.body_too_large.store(true, Ordering::Relaxed);
-                        return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body));
-                    }
-                    match err.downcast::<hyper::Error>() {
-                        Ok(err) => wasmtime_wasi_http::Error::Hyper(*err),
-                        Err(err) => wasmtime_wasi_http::Error::InternalError(Some(err.to_string())),
-                    }
-                })
-            });
-            store
-                .data_mut()
-                .http()
-                .new_incoming_request(scheme.clone(), request)
-        };
-        let incoming = incoming.map_err(|err| ProxyError::BadRequest(err.into()))?;
-        let out = store
-            .data_mut()
-            .http()
-            .new_response_outparam(sender)
-            .map_err(ProxyError::guest)?;
+        let request = body::limit_request(request, max_body, &flags);
+        let (answer, answered) = oneshot::channel();
+        let call = guest
+            .pre
+            .prepare(&mut store, request, scheme, answer)
+            .map_err(ProxyError::BadRequest)?;
 
         let deadline = self
             .limits
@@ -214,32 +199,21 @@ impl Proxy {
         let metrics = self.metrics.clone();
         let mut guest_run = Box::pin(async move {
             let run = async {
-                let started = Instant::now();
-                let proxy = match guest.pre.instantiate_async(&mut store).await {
-                    Ok(proxy) => proxy,
-                    // A component needing more of some pool resource than
-                    // the admission limit assumed: no room, not a failure.
-                    Err(err) if err.is::<PoolConcurrencyLimitError>() => return Ok(false),
-                    Err(err) => return Err(anyhow::Error::from(err)),
-                };
-                metrics.instantiated(started.elapsed());
-                let handled = proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, out)
-                    .await;
-                if let Err(err) = handled {
-                    if err.is::<Trap>() {
-                        metrics.trapped();
-                    }
-                    return Err(anyhow::Error::from(err));
-                }
-                if store.data().response_body_open() {
-                    anyhow::bail!("guest returned without finishing its response body");
-                }
-                anyhow::Ok(true)
+                guest
+                    .pre
+                    .run(&mut store, call, &metrics)
+                    .await
+                    .map_err(|err| {
+                        if err.is::<Trap>() {
+                            metrics.trapped();
+                        }
+                        anyhow::Error::from(err)
+                    })
             };
             let result = match tokio::time::timeout(deadline, run).await {
                 Ok(Ok(true)) => Ok(()),
+                // A component needing more of some pool resource than the
+                // admission limit assumed: no room, not a failure.
                 Ok(Ok(false)) => Err(ProxyError::Busy),
                 Ok(Err(error)) if store.data().limiter.hit => Err(ProxyError::Guest {
                     error: error.context(format!(
@@ -257,7 +231,7 @@ impl Proxy {
             if let Err(err) = &result {
                 // Before the store (and with it the response body's sender)
                 // is dropped: a body cut short must not look complete.
-                task_flags.guest_failed.store(true, Ordering::Relaxed);
+                task_flags.guest_failed();
                 match err {
                     ProxyError::Guest { error, .. } => tracing::error!(
                         method = %tag.method,
@@ -268,9 +242,9 @@ impl Proxy {
                     ProxyError::Timeout => {
                         metrics.timed_out();
                         tracing::warn!(
-                        method = %tag.method,
-                        path = tag.uri.path(),
-                        "guest interrupted: still running after {deadline:?}"
+                            method = %tag.method,
+                            path = tag.uri.path(),
+                            "guest interrupted: still running after {deadline:?}"
                         );
                     }
                     _ => {}
@@ -293,7 +267,7 @@ impl Proxy {
             Poll::Pending => GuestRun::Running(tokio::spawn(guest_run)),
         };
 
-        let outcome = match receiver.await {
+        let outcome = match answered.await {
             // A response to HEAD has no body, whatever the guest does with
             // its own (it may declare a length it never writes).
             Ok(Ok(response)) if is_head => Ok(response.map(|_| {
@@ -301,18 +275,12 @@ impl Proxy {
                     .map_err(|never| match never {})
                     .boxed_unsync()
             })),
-            Ok(Ok(response)) => Ok(response.map(|body| {
-                GuestBody {
-                    inner: body,
-                    flags: flags.clone(),
-                }
-                .boxed_unsync()
-            })),
-            Ok(Err(code)) => Err(ProxyError::guest(anyhow::anyhow!(
-                "guest answered with error code {code:?}"
-            ))),
-            // The guest dropped the outparam without setting it: it trapped,
-            // timed out, or returned early. Its task says which.
+            Ok(Ok(response)) => {
+                Ok(response.map(|body| GuestBody::new(body, flags.clone()).boxed_unsync()))
+            }
+            Ok(Err(error)) => Err(ProxyError::guest(error)),
+            // The guest dropped the response's sender without using it: it
+            // trapped, timed out, or returned early. Its run says which.
             Err(_) => Err(match ran.finish().await {
                 Ok(()) => {
                     ProxyError::guest(anyhow::anyhow!("guest returned without setting a response"))
@@ -320,7 +288,7 @@ impl Proxy {
                 Err(err) => err,
             }),
         };
-        if flags.body_too_large.load(Ordering::Relaxed) {
+        if flags.body_too_large() {
             return Err(ProxyError::BodyTooLarge);
         }
         outcome
@@ -362,66 +330,4 @@ pub fn one_line(err: &anyhow::Error) -> String {
         .filter(|line| !line.is_empty())
         .collect::<Vec<_>>()
         .join(" | ")
-}
-
-/// What the request path, the guest task and the response body tell each
-/// other.
-#[derive(Default)]
-struct Flags {
-    /// The request body went past `--max-request-body`.
-    body_too_large: AtomicBool,
-    /// The guest failed or was interrupted.
-    guest_failed: AtomicBool,
-}
-
-/// Empty data frames [`GuestBody`] skips in one poll before it yields.
-const MAX_EMPTY_FRAMES_PER_POLL: usize = 64;
-
-/// The guest's response body, as the client gets it:
-///
-/// - wasi:http ends a body cleanly when the guest's store goes away, even if
-///   the guest trapped halfway through writing it; this turns that end into
-///   an error, so hyper cuts the response off instead of presenting a
-///   truncated body as complete.
-/// - Empty writes are dropped here. Each would become an HTTP/2 DATA frame
-///   that needs no flow-control window, so hyper queues them without limit
-///   while a client is not reading: a guest writing nothing in a loop grew
-///   the host by gigabytes (GHSA-f8mm-ggr3-89wh; docs/security.md).
-struct GuestBody {
-    inner: HyperOutgoingBody,
-    flags: Arc<Flags>,
-}
-
-impl Body for GuestBody {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        for _ in 0..MAX_EMPTY_FRAMES_PER_POLL {
-            match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame)))
-                    if frame.data_ref().is_some_and(|data| data.is_empty()) => {}
-                Poll::Ready(None) if self.flags.guest_failed.load(Ordering::Relaxed) => {
-                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
-                        "the guest failed while sending the body".into(),
-                    )))));
-                }
-                other => return other,
-            }
-        }
-        // A guest writing nothing as fast as it can: let others run.
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

@@ -6,6 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::abi::{self, HandlerPre};
+use crate::limits::Limits;
+use crate::state::GuestState;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -14,10 +17,6 @@ use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
     PoolingAllocationConfig,
 };
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
-
-use crate::limits::Limits;
-use crate::state::GuestState;
 
 /// Bytes of each memory and table slot kept mapped between instances.
 const KEEP_RESIDENT: usize = 1 << 20;
@@ -42,10 +41,17 @@ pub struct Runtime {
 
 /// A component ready to serve: compiled, linked, checked, pre-instantiated.
 pub struct Guest {
-    /// What every request instantiates.
-    pub pre: ProxyPre<GuestState>,
+    /// What every request instantiates, with its handler ABI.
+    pub pre: HandlerPre,
     /// SHA-256 of the file, hex, shortened for logs.
     pub hash: String,
+}
+
+impl Guest {
+    /// The WASI release of the component's handler: `0.2` or `0.3`.
+    pub fn wasi(&self) -> &'static str {
+        self.pre.version().as_str()
+    }
 }
 
 impl Runtime {
@@ -61,6 +67,9 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
         io_without_wasi_ctx(&mut linker)?;
         note_response_bodies(&mut linker)?;
+        // WASI 0.3 beside it: its interfaces are `@0.3.x`, no name clashes.
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),
@@ -104,14 +113,19 @@ impl Runtime {
         let component = Component::new(&self.engine, bytes)
             .map_err(anyhow::Error::from)
             .context("invalid component")?;
+        abi::refuse_release_candidates(&component, &self.engine)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("it imports something this host does not provide")?;
-        let pre = ProxyPre::new(pre).map_err(anyhow::Error::from).context(
-            "it does not export `wasi:http/incoming-handler` (is it a wasi:http/proxy component?)",
-        )?;
+        let version = abi::detect(&component, &self.engine)?;
+        let pre = HandlerPre::new(version, pre).with_context(|| {
+            format!(
+                "its `wasi:http` handler does not match WASI {}",
+                version.as_str()
+            )
+        })?;
         let cache = match (hits, &self.cache) {
             (Some(before), Some(cache)) if cache.cache_hits() > before => "hit",
             (Some(_), _) => "miss",
@@ -140,6 +154,7 @@ impl CompileReport {
         tracing::info!(
             size = self.size,
             hash = guest.hash,
+            wasi = guest.wasi(),
             elapsed = ?self.elapsed,
             cache = self.cache,
             "compiled component"
@@ -265,7 +280,9 @@ fn new_engine(limits: &Limits, cache: Option<Cache>) -> Result<Engine> {
         .total_core_instances(n.saturating_mul(32))
         .total_memories(n)
         .total_tables(n.saturating_mul(4))
-        .total_stacks(n)
+        // A WASI 0.3 guest may run a few tasks at once (one streams the
+        // body after the handler returns), each on a stack of its own.
+        .total_stacks(n.saturating_mul(4))
         .max_memory_size(limits.max_memory)
         // Reset a freed slot by rewriting only the pages the instance
         // touched (found with Linux's PAGEMAP_SCAN where the kernel has it)

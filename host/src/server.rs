@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use bytes::Bytes;
+use http::uri::Scheme;
 use http::{StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -18,8 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiBody;
 
 use crate::proxy::{self, Proxy, ProxyError};
 
@@ -57,9 +57,9 @@ pub async fn run(
     drain_timeout: Duration,
 ) -> Result<()> {
     let scheme = if tls.is_some() {
-        Scheme::Https
+        Scheme::HTTPS
     } else {
-        Scheme::Http
+        Scheme::HTTP
     };
     let limits = &proxy.limits;
     let header_timeout = limits.header_read_timeout;
@@ -156,7 +156,7 @@ async fn serve(
     proxy: &Proxy,
     request: hyper::Request<Incoming>,
     scheme: Scheme,
-) -> hyper::Response<HyperOutgoingBody> {
+) -> hyper::Response<WasiBody> {
     let started = Instant::now();
     let _in_flight = proxy.metrics.in_flight();
     let method = request.method().clone();
@@ -209,7 +209,7 @@ async fn respond(
     proxy: &Proxy,
     request: hyper::Request<Incoming>,
     scheme: Scheme,
-) -> hyper::Response<HyperOutgoingBody> {
+) -> hyper::Response<WasiBody> {
     let method = request.method().clone();
     let uri = request.uri().clone();
     match proxy.handle(request, scheme).await {
@@ -255,7 +255,7 @@ async fn respond(
 
 /// A plain-text response such as `500: Internal Server Error`: the status and
 /// nothing internal.
-fn plain_response(status: StatusCode) -> hyper::Response<HyperOutgoingBody> {
+fn plain_response(status: StatusCode) -> hyper::Response<WasiBody> {
     let text = format!(
         "{}: {}",
         status.as_u16(),

@@ -1,6 +1,8 @@
 //! The per-request store data, and what it grants the guest: nothing, unless
 //! a flag says otherwise.
 
+use std::sync::Arc;
+
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::body::HostOutgoingBody;
@@ -13,15 +15,18 @@ use crate::outbound::Outbound;
 /// What one instance's store holds. Built fresh for every request and dropped
 /// with it, so nothing survives from one request to the next.
 pub struct GuestState {
-    /// WASI 0.2: no preopened directories, no environment variables, no
-    /// arguments, closed stdin, every socket address denied (the builder's
-    /// defaults); stdout and stderr go to the log. Built on the guest's
+    /// WASI (0.2 and 0.3): no preopened directories, no arguments, closed
+    /// stdin, every socket address denied (the builder's defaults), the
+    /// environment variables `--env` gives and no others; stdout and stderr
+    /// go to the log. Built on the guest's
     /// first call that needs it: most HTTP handlers never make one, and
     /// building it (random generators seeded, streams boxed) is a few
     /// percent of a request.
     wasi: Option<WasiCtx>,
     /// The request, to tag the guest's output with.
     tag: RequestTag,
+    /// The guest's environment variables (`--env`).
+    env: Arc<[(String, String)]>,
     /// `wasi:http` state for this request.
     http: WasiHttpCtx,
     /// Handles of the guest's resources (request, streams, ...).
@@ -37,8 +42,14 @@ pub struct GuestState {
 
 impl GuestState {
     /// The state for the request `tag`: nothing granted but outgoing HTTP to
-    /// the origins `outbound` allows, memories capped at `max_memory` bytes.
-    pub fn new(tag: RequestTag, outbound: Outbound, max_memory: usize) -> Self {
+    /// the origins `outbound` allows and the environment variables `env`,
+    /// memories capped at `max_memory` bytes.
+    pub fn new(
+        tag: RequestTag,
+        outbound: Outbound,
+        env: Arc<[(String, String)]>,
+        max_memory: usize,
+    ) -> Self {
         // Host memory a guest can make the host spend is bounded too.
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_GUEST_RESOURCES);
@@ -47,6 +58,7 @@ impl GuestState {
         Self {
             wasi: None,
             tag,
+            env,
             http,
             table,
             outbound,
@@ -90,10 +102,14 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let tag = &self.tag;
+        let (tag, env) = (&self.tag, &self.env);
         let ctx = self.wasi.get_or_insert_with(|| {
             let (stdout, stderr) = guest_output::pair(tag.clone());
-            WasiCtx::builder().stdout(stdout).stderr(stderr).build()
+            WasiCtx::builder()
+                .stdout(stdout)
+                .stderr(stderr)
+                .envs(&env[..])
+                .build()
         });
         WasiCtxView {
             ctx,

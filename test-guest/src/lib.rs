@@ -18,6 +18,7 @@
 //! | `/echo` | 200 with the request body |
 //! | `/print/{n}` | writes a line to stdout and stderr, then `n` 100-byte lines to stdout; 200 |
 //! | `/fetch?{url}` | GETs `url` through `wasi:http/outgoing-handler`; 200 with its body, or 502 with the error |
+//! | `/env` | 200 with the guest's environment, one `KEY=VALUE` line each |
 //! | `/count` | 200 with how many requests this instance has served, this one included |
 //! | `/hoard` | creates header-field resources without end, never dropping one |
 //! | `/empty-writes` | sends 200 and `start`, then writes empty chunks to its body forever |
@@ -35,7 +36,7 @@ use guest_rt as _;
 
 wit_bindgen::generate!({
     path: "../wit",
-    world: "greeter",
+    world: "test-guest",
     generate_all,
 });
 
@@ -125,6 +126,13 @@ impl Guest for TestGuest {
                     write_all(&stdout, b"\n");
                 }
                 respond(response_out, 200, b"printed");
+            }
+            "env" => {
+                let mut text = String::new();
+                for (key, value) in wasi::cli::environment::get_environment() {
+                    text.push_str(&format!("{key}={value}\n"));
+                }
+                respond(response_out, 200, text.as_bytes());
             }
             "count" => {
                 let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;

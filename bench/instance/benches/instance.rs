@@ -6,7 +6,6 @@
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 fn instance(c: &mut Criterion) {
     let (runtime, proxy) = instance_bench::load();
@@ -17,7 +16,10 @@ fn instance(c: &mut Criterion) {
                     .uri("http://localhost/World")
                     .body(Empty::<Bytes>::new())
                     .unwrap();
-                let response = proxy.handle(request, Scheme::Http).await.expect("answered");
+                let response = proxy
+                    .handle(request, http::uri::Scheme::HTTP)
+                    .await
+                    .expect("answered");
                 let body = response
                     .into_body()
                     .collect()

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
 use tokio::sync::oneshot;
+use wasi_serve::abi::HandlerPre;
 use wasi_serve::guest_output::RequestTag;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -25,13 +26,16 @@ fn tag() -> RequestTag {
 fn phases(c: &mut Criterion) {
     let (runtime, proxy) = instance_bench::load();
     let guest = proxy.current();
+    let HandlerPre::P2(pre) = &guest.pre else {
+        panic!("the phases are those of a WASI 0.2 component");
+    };
 
     c.bench_function("phase: store", |b| b.iter(|| drop(proxy.new_store(tag()))));
     c.bench_function("phase: store + instance, never called", |b| {
         b.iter(|| {
             runtime.block_on(async {
                 let mut store = proxy.new_store(tag());
-                guest.pre.instantiate_async(&mut store).await.unwrap();
+                pre.instantiate_async(&mut store).await.unwrap();
             })
         })
     });
@@ -47,7 +51,7 @@ fn phases(c: &mut Criterion) {
                 let mut http = store.data_mut().http();
                 let request = http.new_incoming_request(Scheme::Http, request).unwrap();
                 let out = http.new_response_outparam(sender).unwrap();
-                let proxy = guest.pre.instantiate_async(&mut store).await.unwrap();
+                let proxy = pre.instantiate_async(&mut store).await.unwrap();
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, request, out)

@@ -27,36 +27,38 @@ async fn the_same_binary_serves_a_different_component() {
     assert_eq!(get(other.addr, "/World").await.body, "Howdy, World!");
 }
 
-/// `--help` documents every option with its environment variable.
+/// `--help` documents every option with its environment variable: each
+/// argument clap knows of is listed, and each has an `env:` form.
 #[test]
 fn help_documents_every_option_and_its_environment_variable() {
+    use clap::CommandFactory;
     let output = std::process::Command::new(crate::support::SERVE_BIN)
         .arg("--help")
         .output()
         .expect("runs");
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
-    for (flag, env) in [
-        ("<COMPONENT>", "WASI_SERVE_COMPONENT"),
-        ("--addr", "WASI_SERVE_ADDR"),
-        (
-            "--max-concurrent-requests",
-            "WASI_SERVE_MAX_CONCURRENT_REQUESTS",
-        ),
-        ("--shutdown-timeout", "WASI_SERVE_SHUTDOWN_TIMEOUT"),
-        ("--cache-dir", "WASI_SERVE_CACHE_DIR"),
-        ("--admin-addr", "WASI_SERVE_ADMIN_ADDR"),
-        ("--tls-cert", "WASI_SERVE_TLS_CERT"),
-        ("--tls-key", "WASI_SERVE_TLS_KEY"),
-        ("--log-format", "WASI_SERVE_LOG_FORMAT"),
-        ("--no-cache", "WASI_SERVE_NO_CACHE"),
-    ] {
-        assert!(help.contains(flag), "{flag} in --help:\n{help}");
+    let command = wasi_serve::Config::command();
+    let mut checked = 0;
+    for arg in command.get_arguments() {
+        let name = match arg.get_long() {
+            Some(long) => format!("--{long}"),
+            None => format!("<{}>", arg.get_id().as_str().to_uppercase()),
+        };
+        if matches!(name.as_str(), "--help" | "--version") {
+            continue;
+        }
+        assert!(help.contains(&name), "{name} in --help:\n{help}");
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("{name} has an environment variable"));
         assert!(
-            help.contains(&format!("env: {env}")),
-            "{env} in --help:\n{help}"
+            help.contains(&format!("env: {}", env.to_string_lossy())),
+            "{env:?} in --help:\n{help}"
         );
+        checked += 1;
     }
+    assert!(checked >= 19, "every option checked, {checked} found");
 }
 
 /// Flags are checked too: a bad value is a usage error, not a crash.
@@ -72,6 +74,8 @@ fn a_bad_flag_value_is_a_usage_error() {
         ["--request-timeout", "0s"],
         ["--header-read-timeout", "300000000000y"],
         ["--log-format", "xml"],
+        ["--env", "=value"],
+        ["--env", "WASI_SERVE_TEST_SURELY_UNSET"],
     ] {
         let (code, stderr) = run_to_exit(&[bad[0], bad[1], "x.wasm"]);
         assert_eq!(code, Some(2), "{bad:?}: {stderr}");
@@ -115,6 +119,18 @@ fn a_bad_component_is_refused_with_one_clear_line() {
         )
         .unwrap(),
     );
+    let release_candidate = write(
+        "release-candidate.wasm",
+        &wat::parse_str(
+            r#"(component
+                 (core module $m (func (export "f")))
+                 (core instance $i (instantiate $m))
+                 (func $f (canon lift (core func $i "f")))
+                 (instance $h (export "handle" (func $f)))
+                 (export "wasi:http/handler@0.3.0-rc-2025-09-16" (instance $h)))"#,
+        )
+        .unwrap(),
+    );
     let unsatisfiable = write(
         "unsatisfiable.wasm",
         &wat::parse_str(
@@ -123,12 +139,19 @@ fn a_bad_component_is_refused_with_one_clear_line() {
         )
         .unwrap(),
     );
-    let cases: [(&PathBuf, &str); 6] = [
+    let cases: [(&PathBuf, &str); 7] = [
         (&missing, "No such file"),
         (&text, "not a WebAssembly file"),
         (&truncated, "invalid component"),
         (&core, "core WebAssembly module, not a component"),
-        (&other_world, "does not export `wasi:http/incoming-handler`"),
+        (
+            &other_world,
+            "it exports `hello`, no wasi:http handler; wasi-serve serves components that export `wasi:http/incoming-handler@0.2.x` (world wasi:http/proxy) or `wasi:http/handler@0.3.x`",
+        ),
+        (
+            &release_candidate,
+            "it exports `wasi:http/handler@0.3.0-rc-2025-09-16`, from a WASI release candidate",
+        ),
         (&unsatisfiable, "acme:missing/api@1.0.0"),
     ];
     for (path, reason) in cases {

@@ -125,11 +125,9 @@ fn vendored_wit_matches_the_hosts_wasi_http() {
 /// and says whether the request's store had to build a WASI context.
 async fn builds_a_wasi_context(component: &Path, path: &str) -> bool {
     use clap::Parser;
-    use http_body_util::Empty;
+    use http_body_util::{BodyExt, Empty};
     use wasi_serve::guest_output::RequestTag;
     use wasi_serve::{Config, Proxy};
-    use wasmtime_wasi_http::WasiHttpView;
-    use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
     let config = Config::parse_from(["wasi-serve", "--no-cache", component.to_str().unwrap()]);
     let proxy = Proxy::load(&config).expect("component loads");
@@ -140,21 +138,17 @@ async fn builds_a_wasi_context(component: &Path, path: &str) -> bool {
     };
     let mut store = proxy.new_store(tag);
     let request = hyper::Request::get(uri)
-        .body(Empty::<bytes::Bytes>::new())
+        .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
         .unwrap();
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let mut http = store.data_mut().http();
-    let request = http.new_incoming_request(Scheme::Http, request).unwrap();
-    let out = http.new_response_outparam(sender).unwrap();
-    let guest = proxy
-        .current()
+    let guest = proxy.current();
+    let call = guest
         .pre
-        .instantiate_async(&mut store)
-        .await
-        .expect("instantiates");
+        .prepare(&mut store, request, http::uri::Scheme::HTTP, sender)
+        .expect("a request the guest can take");
     guest
-        .wasi_http_incoming_handler()
-        .call_handle(&mut store, request, out)
+        .pre
+        .run(&mut store, call, &wasi_serve::metrics::Metrics::new())
         .await
         .expect("handler returns");
     let response = receiver.await.unwrap().expect("a response");

@@ -71,7 +71,7 @@ async fn metrics_count_real_traffic() {
         sample(&page, "wasi_serve_instantiation_duration_seconds_count"),
         5.0
     );
-    let info = format!("wasi_serve_component_info{{hash=\"{hash}\"}}");
+    let info = format!("wasi_serve_component_info{{hash=\"{hash}\",wasi=\"0.2\"}}");
     assert!(page.contains(&format!("{info} 1")), "{info} in:\n{page}");
 }
 

@@ -42,6 +42,28 @@ async fn no_state_survives_from_one_request_to_the_next() {
     }
 }
 
+/// Guests see no environment variables but those `--env` gives: `KEY=VALUE`
+/// as written, `KEY` alone with the host's own value.
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_get_only_the_environment_variables_they_are_given() {
+    let bare = TestServer::start(&test_guest()).await;
+    assert_eq!(get(bare.addr, "/env").await.body, "");
+    let path = std::env::var("PATH").expect("PATH is set for the tests");
+    let flags = [
+        "--env",
+        "GREETING=hi there, you",
+        "--env",
+        "PATH",
+        "--env",
+        "EMPTY=",
+    ];
+    let given = TestServer::with_flags(&test_guest(), &flags).await;
+    assert_eq!(
+        get(given.addr, "/env").await.body,
+        format!("GREETING=hi there, you\nPATH={path}\nEMPTY=\n")
+    );
+}
+
 /// A guest that creates host resources without end is stopped at the
 /// per-instance cap (a 500, the reason logged), and the host serves on.
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,131 @@
+//! Bodies between the client and the guest, for both handler ABIs: the
+//! request body under `--max-request-body`, and the guest's response body as
+//! the client gets it (cut off when the guest fails, empty writes dropped).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Body, Frame, SizeHint};
+use wasmtime_wasi_http::WasiBody;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the request path, the guest's run and the response body tell each
+/// other about one request.
+#[derive(Default)]
+pub struct Flags {
+    /// The request body went past `--max-request-body`.
+    body_too_large: AtomicBool,
+    /// The guest failed or was interrupted.
+    guest_failed: AtomicBool,
+}
+
+impl Flags {
+    /// Whether the guest read past `--max-request-body`.
+    pub fn body_too_large(&self) -> bool {
+        self.body_too_large.load(Ordering::Relaxed)
+    }
+
+    /// Marks the guest as failed: a response body it was still sending ends
+    /// in an error. Must happen before the guest's store is dropped, which
+    /// ends its body as if complete.
+    pub fn guest_failed(&self) {
+        self.guest_failed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The request with its body as the guest reads it: a body of declared
+/// length was checked against `max` before (hyper holds it to that length);
+/// one of unknown length is counted as it is read, and past `max` the guest
+/// gets a read error and `flags` records it (the client gets 413).
+pub fn limit_request<B>(
+    request: hyper::Request<B>,
+    max: u64,
+    flags: &Arc<Flags>,
+) -> hyper::Request<WasiBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error> + Into<BoxError>,
+{
+    if request.body().size_hint().exact().is_some() {
+        return request.map(|body| body.map_err(Into::into).boxed_unsync());
+    }
+    let flags = flags.clone();
+    request.map(|body| {
+        Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
+            .map_err(move |err| {
+                if err.is::<LengthLimitError>() {
+                    flags.body_too_large.store(true, Ordering::Relaxed);
+                    return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max));
+                }
+                match err.downcast::<hyper::Error>() {
+                    Ok(err) => wasmtime_wasi_http::Error::Hyper(*err),
+                    Err(err) => wasmtime_wasi_http::Error::InternalError(Some(err.to_string())),
+                }
+            })
+            .boxed_unsync()
+    })
+}
+
+/// Empty data frames [`GuestBody`] skips in one poll before it yields.
+const MAX_EMPTY_FRAMES_PER_POLL: usize = 64;
+
+/// The guest's response body, as the client gets it:
+///
+/// - wasi:http ends a body cleanly when the guest's store goes away, even if
+///   the guest trapped halfway through writing it; this turns that end into
+///   an error, so hyper cuts the response off instead of presenting a
+///   truncated body as complete.
+/// - Empty writes are dropped here. Each would become an HTTP/2 DATA frame
+///   that needs no flow-control window, so hyper queues them without limit
+///   while a client is not reading: a guest writing nothing in a loop grew
+///   the host by gigabytes (GHSA-f8mm-ggr3-89wh; docs/security.md).
+pub struct GuestBody {
+    inner: WasiBody,
+    flags: Arc<Flags>,
+}
+
+impl GuestBody {
+    /// `inner`, watched through `flags`.
+    pub fn new(inner: WasiBody, flags: Arc<Flags>) -> Self {
+        Self { inner, flags }
+    }
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        for _ in 0..MAX_EMPTY_FRAMES_PER_POLL {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame)))
+                    if frame.data_ref().is_some_and(|data| data.is_empty()) => {}
+                Poll::Ready(None) if self.flags.guest_failed.load(Ordering::Relaxed) => {
+                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                        "the guest failed while sending the body".into(),
+                    )))));
+                }
+                other => return other,
+            }
+        }
+        // A guest writing nothing as fast as it can: let others run.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
