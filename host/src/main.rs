@@ -27,8 +27,14 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.with_ansi(colours()).init(),
         LogFormat::Json => logs.json().init(),
     }
+    let json = matches!(config.log_format, LogFormat::Json);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
+        // Every stderr line is JSON when asked for.
+        Err(err) if json => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -54,7 +60,6 @@ fn run(config: Config) -> Result<()> {
     .enable_all()
     .build()
     .context("failed to start the async runtime")?;
-    tracing::info!(workers = cpus, "async runtime started");
     tokio.block_on(async {
         let mut signals = Signals::new()?;
         let hangup = reload::Hangup::install()?;
@@ -67,6 +72,19 @@ fn run(config: Config) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("failed to listen on `{}`", config.addr))?;
+        // The first line on stderr names the URL (test harnesses such as the
+        // WASI test suite's read it there), followed by a space even in
+        // JSON, where a quote would otherwise end it.
+        let url = format!("{scheme}://{}", listener.local_addr()?);
+        let guest = proxy.current();
+        tracing::info!(
+            component = %config.component.display(),
+            "listening on {url} (WASI {} component)",
+            guest.wasi()
+        );
+        guest.log_compiled();
+        drop(guest);
+        tracing::info!(workers = cpus, "async runtime started");
         // Watch before announcing the address: a change made as soon as the
         // server is up must not be missed.
         reload::spawn(proxy.clone(), config.watch, hangup)?;
@@ -78,7 +96,7 @@ fn run(config: Config) -> Result<()> {
             ),
             None => None,
         };
-        println!("listening on {scheme}://{}", listener.local_addr()?);
+        println!("listening on {url}");
         if let Some(admin) = admin {
             println!("admin on http://{}", admin.local_addr()?);
             tokio::spawn(wasi_serve::metrics::serve_admin(admin, proxy.clone()));

@@ -123,12 +123,13 @@ async fn reload(proxy: &Arc<Proxy>) {
     let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes)).await;
     match compiled {
         Ok(Ok(guest)) => {
-            let new_hash = guest.hash.clone();
+            let (new_hash, wasi) = (guest.hash.clone(), guest.wasi());
             let old = proxy.swap(guest);
             proxy.metrics.reloaded("ok");
             tracing::info!(
                 old = old.hash,
                 new = new_hash,
+                wasi,
                 compile = ?started.elapsed(),
                 "component reloaded"
             );

@@ -45,12 +45,20 @@ pub struct Guest {
     pub pre: HandlerPre,
     /// SHA-256 of the file, hex, shortened for logs.
     pub hash: String,
+    /// How its compile went.
+    report: CompileReport,
 }
 
 impl Guest {
     /// The WASI release of the component's handler: `0.2` or `0.3`.
     pub fn wasi(&self) -> &'static str {
         self.pre.version().as_str()
+    }
+
+    /// Logs how its compile went (size, time, cache hit), the
+    /// `compiled component` line.
+    pub fn log_compiled(&self) {
+        self.report.log(self);
     }
 }
 
@@ -84,7 +92,8 @@ impl Runtime {
 
     /// Loads the component at `path`, or explains in one line why it can't
     /// be served. Compiling a large component takes seconds: on a terminal a
-    /// spinner shows it is under way.
+    /// spinner shows it is under way. Logs nothing: the caller logs the
+    /// compile ([`Guest::log_compiled`]) once its address is announced.
     pub fn load(&self, path: &Path) -> Result<Guest> {
         let name = path.display();
         let bytes =
@@ -93,20 +102,17 @@ impl Runtime {
         let built = self.build(&bytes);
         // Gone before the log line, which would otherwise sit under it.
         progress.finish_and_clear();
-        let (guest, report) =
-            built.with_context(|| format!("failed to load component `{name}`"))?;
-        report.log(&guest);
-        Ok(guest)
+        built.with_context(|| format!("failed to load component `{name}`"))
     }
 
-    /// Compiles, links and checks a component given as bytes.
+    /// Compiles, links and checks a component given as bytes, and logs it.
     pub fn compile(&self, bytes: &[u8]) -> Result<Guest> {
-        let (guest, report) = self.build(bytes)?;
-        report.log(&guest);
+        let guest = self.build(bytes)?;
+        guest.log_compiled();
         Ok(guest)
     }
 
-    fn build(&self, bytes: &[u8]) -> Result<(Guest, CompileReport)> {
+    fn build(&self, bytes: &[u8]) -> Result<Guest> {
         check_header(bytes)?;
         let started = Instant::now();
         let hits = self.cache.as_ref().map(Cache::cache_hits);
@@ -137,7 +143,7 @@ impl Runtime {
             cache,
         };
         let hash = content_hash(bytes);
-        Ok((Guest { pre, hash }, report))
+        Ok(Guest { pre, hash, report })
     }
 }
 

@@ -170,6 +170,17 @@ fn a_bad_component_is_refused_with_one_clear_line() {
     }
 }
 
+/// Under `--log-format json` even a refusal at start is a JSON line.
+#[test]
+fn a_refusal_is_a_json_line_under_json_logs() {
+    let (code, stderr) = run_to_exit(&["--log-format", "json", "missing.wasm"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("missing.wasm"), "{stderr}");
+    for line in stderr.lines() {
+        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    }
+}
+
 /// Ctrl-C and SIGTERM: stop accepting, finish the request in flight, exit 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn signals_drain_requests_in_flight_then_exit_zero() {

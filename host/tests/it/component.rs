@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::support::greeter;
+use crate::support::{greeter, greeter_p3};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -15,7 +15,13 @@ fn workspace() -> PathBuf {
 /// The interfaces `world proxy` in `wit/deps/http.wit` imports and exports,
 /// fully qualified (`wasi:http/types@0.2.12`).
 fn proxy_world() -> (BTreeSet<String>, BTreeSet<String>) {
-    let wit = std::fs::read_to_string(workspace().join("wit/deps/http.wit")).expect("read WIT");
+    http_world("wit/deps/http.wit", "proxy")
+}
+
+/// The interfaces world `name` of the wasi:http package in `file` imports
+/// and exports, fully qualified.
+fn http_world(file: &str, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let wit = std::fs::read_to_string(workspace().join(file)).expect("read WIT");
     let version = wit
         .lines()
         .find_map(|line| line.trim().strip_prefix("package wasi:http@"))
@@ -23,9 +29,9 @@ fn proxy_world() -> (BTreeSet<String>, BTreeSet<String>) {
         .trim_end_matches(';')
         .to_owned();
     let world = wit
-        .split("world proxy {")
+        .split(&format!("world {name} {{"))
         .nth(1)
-        .expect("world proxy")
+        .expect("the world")
         .split('}')
         .next()
         .expect("world body");
@@ -53,8 +59,33 @@ fn proxy_world() -> (BTreeSet<String>, BTreeSet<String>) {
 fn greeter_imports_only_the_proxy_world_and_exports_the_handler() {
     let (allowed, expected_exports) = proxy_world();
     assert!(allowed.contains("wasi:http/types@0.2.12"), "{allowed:?}");
-    let engine = Engine::default();
-    let component = Component::from_file(&engine, greeter()).expect("greeter is a component");
+    imports_within_and_exports(&greeter(), &allowed, &expected_exports);
+}
+
+/// The WASI 0.3 greeter imports nothing outside `wasi:http/service` and
+/// exports exactly its handler.
+#[test]
+fn greeter_p3_imports_only_the_service_world_and_exports_the_handler() {
+    let (allowed, expected_exports) = http_world("wit/p3/deps/http.wit", "service");
+    assert!(allowed.contains("wasi:http/types@0.3.0"), "{allowed:?}");
+    assert!(
+        expected_exports.contains("wasi:http/handler@0.3.0"),
+        "{expected_exports:?}"
+    );
+    imports_within_and_exports(&greeter_p3(), &allowed, &expected_exports);
+}
+
+/// Checks that `component` imports only (and something of) `allowed` and
+/// exports exactly `expected_exports`.
+fn imports_within_and_exports(
+    component: &Path,
+    allowed: &BTreeSet<String>,
+    expected_exports: &BTreeSet<String>,
+) {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model_async(true);
+    let engine = Engine::new(&config).unwrap();
+    let component = Component::from_file(&engine, component).expect("a component");
     let ty = component.component_type();
     let imports: BTreeSet<String> = ty
         .imports(&engine)
@@ -65,15 +96,12 @@ fn greeter_imports_only_the_proxy_world_and_exports_the_handler() {
         .map(|(name, _)| name.to_owned())
         .collect();
     assert!(!imports.is_empty());
-    let outside: Vec<_> = imports.difference(&allowed).collect();
-    assert!(
-        outside.is_empty(),
-        "imports outside wasi:http/proxy: {outside:?}"
-    );
-    assert_eq!(exports, expected_exports);
+    let outside: Vec<_> = imports.difference(allowed).collect();
+    assert!(outside.is_empty(), "imports outside the world: {outside:?}");
+    assert_eq!(&exports, expected_exports);
 }
 
-/// `wit/deps` is a verbatim copy of the WIT that the linked
+/// `wit/deps` and `wit/p3/deps` are verbatim copies of the WIT that the linked
 /// wasmtime-wasi-http implements; a version bump that forgets it fails here.
 #[test]
 fn vendored_wit_matches_the_hosts_wasi_http() {
@@ -100,21 +128,33 @@ fn vendored_wit_matches_the_hosts_wasi_http() {
                 .is_some_and(|dir| dir.to_string_lossy().starts_with("wasmtime-wasi-http-"))
         })
         .expect("wasmtime-wasi-http is a dependency");
-    let upstream = Path::new(&manifest).parent().unwrap().join("wit/deps");
-    let ours = workspace().join("wit/deps");
+    let crate_dir = Path::new(&manifest).parent().unwrap();
+    for (ours, upstream) in [("wit/deps", "wit/deps"), ("wit/p3/deps", "src/p3/wit/deps")] {
+        same_files(&workspace().join(ours), &crate_dir.join(upstream));
+    }
+}
+
+/// `ours` holds the same files as `upstream`, byte for byte.
+fn same_files(ours: &Path, upstream: &Path) {
     let names = |dir: &Path| -> BTreeSet<String> {
         std::fs::read_dir(dir)
             .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
     };
-    assert_eq!(names(&ours), names(&upstream), "same files in wit/deps");
-    for name in names(&ours) {
+    assert_eq!(
+        names(ours),
+        names(upstream),
+        "same files in {}",
+        ours.display()
+    );
+    for name in names(ours) {
         let a = std::fs::read(ours.join(&name)).unwrap();
         let b = std::fs::read(upstream.join(&name)).unwrap();
         assert!(
             a == b,
-            "wit/deps/{name} differs from {}",
+            "{}/{name} differs from {}",
+            ours.display(),
             upstream.display()
         );
     }

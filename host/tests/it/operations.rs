@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 
-use crate::support::{ServeProcess, get, test_guest};
+use crate::support::{ServeProcess, get, greeter_p3, test_guest, test_guests};
 
 /// The value of the sample `name` (with its labels, as printed) in a
 /// Prometheus text page.
@@ -19,19 +19,28 @@ pub fn sample(page: &str, name: &str) -> f64 {
 /// After known traffic (three 200s, a trap, a timeout, a 404 from the
 /// admin's neighbour), `/metrics` counts each: requests by status class,
 /// traps, timeouts, in-flight back at zero, latency and instantiation
-/// histograms, and the component's hash.
+/// histograms, and the component's hash and WASI release; for both
+/// handler ABIs.
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_real_traffic() {
+    for (guest, wasi) in test_guests().into_iter().zip(["0.2", "0.3"]) {
+        metrics_count_traffic_to(&guest, wasi).await;
+    }
+}
+
+async fn metrics_count_traffic_to(guest: &std::path::Path, wasi: &str) {
     let mut serve = ServeProcess::start(&[
         "--admin-addr",
         "127.0.0.1:0",
         "--request-timeout",
         "300ms",
-        test_guest().to_str().unwrap(),
+        guest.to_str().unwrap(),
     ])
     .await;
     let admin = serve.admin.expect("admin address printed");
-    let loaded = serve.wait_for_log(&["compiled component"]).await;
+    let loaded = serve
+        .wait_for_log(&["compiled component", &format!("wasi=\"{wasi}\"")])
+        .await;
     let hash = loaded
         .split("hash=\"")
         .nth(1)
@@ -71,7 +80,7 @@ async fn metrics_count_real_traffic() {
         sample(&page, "wasi_serve_instantiation_duration_seconds_count"),
         5.0
     );
-    let info = format!("wasi_serve_component_info{{hash=\"{hash}\",wasi=\"0.2\"}}");
+    let info = format!("wasi_serve_component_info{{hash=\"{hash}\",wasi=\"{wasi}\"}}");
     assert!(page.contains(&format!("{info} 1")), "{info} in:\n{page}");
 }
 
@@ -117,6 +126,34 @@ async fn readiness_turns_off_while_draining() {
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(get(admin, "/healthz").await.status, StatusCode::OK);
     assert_eq!(in_flight.await.unwrap().body, "slept 1500ms");
+}
+
+/// The first line on stderr names the URL served, followed by whitespace,
+/// as test harnesses such as the WASI test suite's runner read it; in text
+/// and in JSON logs, which stay one object per line.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_stderr_line_names_the_url() {
+    for format in ["text", "json"] {
+        let mut serve =
+            ServeProcess::start(&["--log-format", format, greeter_p3().to_str().unwrap()]).await;
+        let first = serve.wait_for_log(&[]).await;
+        let url = format!("http://{}", serve.addr);
+        let start = first.find("http://").expect("a URL in the first line");
+        assert_eq!(
+            first[start..].split_whitespace().next(),
+            Some(url.as_str()),
+            "{first}"
+        );
+        assert!(first.contains("WASI 0.3"), "{first}");
+        if format == "json" {
+            assert_eq!(get(serve.addr, "/json").await.status, StatusCode::OK);
+            serve.wait_for_log(&["wasi_serve::access"]).await;
+            assert!(first.starts_with('{') && first.ends_with('}'), "{first}");
+            for line in serve.drain_logs() {
+                assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+            }
+        }
+    }
 }
 
 /// `--log-format json`: every log line is one JSON object, the access line

@@ -10,7 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::support::{TestServer, get, test_guest};
+use crate::support::{TestServer, get, test_guests};
 
 /// A plain HTTP server on loopback that answers every request.
 async fn upstream() -> SocketAddr {
@@ -37,10 +37,12 @@ async fn upstream() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread")]
 async fn outgoing_requests_are_denied_by_default() {
     let upstream = upstream().await;
-    let server = TestServer::start(&test_guest()).await;
-    let reply = get(server.addr, &format!("/fetch?http://{upstream}/data")).await;
-    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(reply.body, "ErrorCode::HttpRequestDenied");
+    for guest in test_guests() {
+        let server = TestServer::start(&guest).await;
+        let reply = get(server.addr, &format!("/fetch?http://{upstream}/data")).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", guest.display());
+        assert_eq!(reply.body, "ErrorCode::HttpRequestDenied");
+    }
 }
 
 /// An allowed origin is reached; another port on the same host is not.
@@ -48,15 +50,15 @@ async fn outgoing_requests_are_denied_by_default() {
 async fn allowed_origins_are_reached_and_others_denied() {
     let allowed = upstream().await;
     let other = upstream().await;
-    let server = TestServer::with_flags(
-        &test_guest(),
-        &["--allow-outbound", &format!("http://{allowed}")],
-    )
-    .await;
-    let reply = get(server.addr, &format!("/fetch?http://{allowed}/data")).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, "upstream saw /data");
-    let reply = get(server.addr, &format!("/fetch?http://{other}/data")).await;
-    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(reply.body, "ErrorCode::HttpRequestDenied");
+    for guest in test_guests() {
+        let server =
+            TestServer::with_flags(&guest, &["--allow-outbound", &format!("http://{allowed}")])
+                .await;
+        let reply = get(server.addr, &format!("/fetch?http://{allowed}/data")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", guest.display());
+        assert_eq!(reply.body, "upstream saw /data");
+        let reply = get(server.addr, &format!("/fetch?http://{other}/data")).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(reply.body, "ErrorCode::HttpRequestDenied");
+    }
 }

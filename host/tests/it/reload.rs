@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use crate::support::{STEP, ServeProcess, build, get, greeter, http1, read, scratch, test_guest};
+use crate::support::{
+    STEP, ServeProcess, build, get, greeter, greeter_p3, http1, read, scratch, test_guest,
+    test_guest_p3,
+};
 
 const GREETER: &str = "Hello, World!";
 const TEST_GUEST: &str = "Howdy, World!";
@@ -50,14 +53,22 @@ async fn wait_for_body(serve: &mut ServeProcess, expected: &str) {
     }
 }
 
-/// Under continuous concurrent load, the watched file is swapped between two
-/// components ten times (by rename and by slow in-place writes): every
-/// response is a complete 200 from one of the two, and both are seen.
+/// Under continuous concurrent load, the watched file is swapped between a
+/// WASI 0.2 and a WASI 0.3 component ten times (by rename and by slow
+/// in-place writes): every response is a complete 200 from one of the two,
+/// and both are seen. Once starting from 0.2, once from 0.3.
 #[tokio::test(flavor = "multi_thread")]
 async fn swapping_under_load_loses_no_request() {
+    swap_under_load(greeter(), test_guest_p3()).await;
+    swap_under_load(greeter_p3(), test_guest()).await;
+}
+
+/// Serves `greeter` (answering [`GREETER`]), then swaps to `test_guest`
+/// (answering [`TEST_GUEST`]) and back, under load.
+async fn swap_under_load(greeter: std::path::PathBuf, test_guest: std::path::PathBuf) {
     let dir = scratch("swap-under-load");
     let served = dir.join("served.wasm");
-    std::fs::copy(greeter(), &served).unwrap();
+    std::fs::copy(&greeter, &served).unwrap();
     let mut serve = ServeProcess::start(&["--watch", served.to_str().unwrap()]).await;
     let addr = serve.addr;
 
@@ -89,14 +100,14 @@ async fn swapping_under_load_loses_no_request() {
 
     for swap in 0..10 {
         let (source, expected) = if swap % 2 == 0 {
-            (test_guest(), TEST_GUEST)
+            (&test_guest, TEST_GUEST)
         } else {
-            (greeter(), GREETER)
+            (&greeter, GREETER)
         };
         if swap % 4 < 2 {
-            replace_by_rename(&served, &source);
+            replace_by_rename(&served, source);
         } else {
-            rewrite_in_two_steps(&served, &source).await;
+            rewrite_in_two_steps(&served, source).await;
         }
         wait_for_body(&mut serve, expected).await;
         serve.wait_for_log(&["component reloaded"]).await;

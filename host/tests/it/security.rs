@@ -9,7 +9,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use http::{Method, StatusCode};
 
-use crate::support::{STEP, ServeProcess, TestServer, build, get, http1, read, test_guest};
+use crate::support::{STEP, ServeProcess, TestServer, build, get, http1, read, test_guests};
 
 /// The request timeout these tests run the host with.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -24,21 +24,23 @@ const RSS_GROWTH_BOUND_KIB: u64 = 64 * 1024;
 /// requests.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_state_survives_from_one_request_to_the_next() {
-    let server = TestServer::start(&test_guest()).await;
-    let mut sender = http1(server.addr).await;
-    for _ in 0..10 {
-        sender.ready().await.expect("connection still open");
-        let response = sender
-            .send_request(build(Method::GET, server.addr, "/count"))
-            .await
-            .expect("response");
-        assert_eq!(read(response).await.body, "1");
-    }
-    let concurrent: Vec<_> = (0..10)
-        .map(|_| tokio::spawn(get(server.addr, "/count")))
-        .collect();
-    for reply in concurrent {
-        assert_eq!(reply.await.expect("request task").body, "1");
+    for guest in test_guests() {
+        let server = TestServer::start(&guest).await;
+        let mut sender = http1(server.addr).await;
+        for _ in 0..10 {
+            sender.ready().await.expect("connection still open");
+            let response = sender
+                .send_request(build(Method::GET, server.addr, "/count"))
+                .await
+                .expect("response");
+            assert_eq!(read(response).await.body, "1");
+        }
+        let concurrent: Vec<_> = (0..10)
+            .map(|_| tokio::spawn(get(server.addr, "/count")))
+            .collect();
+        for reply in concurrent {
+            assert_eq!(reply.await.expect("request task").body, "1");
+        }
     }
 }
 
@@ -46,33 +48,37 @@ async fn no_state_survives_from_one_request_to_the_next() {
 /// as written, `KEY` alone with the host's own value.
 #[tokio::test(flavor = "multi_thread")]
 async fn guests_get_only_the_environment_variables_they_are_given() {
-    let bare = TestServer::start(&test_guest()).await;
-    assert_eq!(get(bare.addr, "/env").await.body, "");
-    let path = std::env::var("PATH").expect("PATH is set for the tests");
-    let flags = [
-        "--env",
-        "GREETING=hi there, you",
-        "--env",
-        "PATH",
-        "--env",
-        "EMPTY=",
-    ];
-    let given = TestServer::with_flags(&test_guest(), &flags).await;
-    assert_eq!(
-        get(given.addr, "/env").await.body,
-        format!("GREETING=hi there, you\nPATH={path}\nEMPTY=\n")
-    );
+    for guest in test_guests() {
+        let bare = TestServer::start(&guest).await;
+        assert_eq!(get(bare.addr, "/env").await.body, "");
+        let path = std::env::var("PATH").expect("PATH is set for the tests");
+        let flags = [
+            "--env",
+            "GREETING=hi there, you",
+            "--env",
+            "PATH",
+            "--env",
+            "EMPTY=",
+        ];
+        let given = TestServer::with_flags(&guest, &flags).await;
+        assert_eq!(
+            get(given.addr, "/env").await.body,
+            format!("GREETING=hi there, you\nPATH={path}\nEMPTY=\n")
+        );
+    }
 }
 
 /// A guest that creates host resources without end is stopped at the
 /// per-instance cap (a 500, the reason logged), and the host serves on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_hoarding_host_resources_is_stopped_at_the_cap() {
-    let mut server = ServeProcess::start(&[test_guest().to_str().unwrap()]).await;
-    let reply = get(server.addr, "/hoard").await;
-    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-    server.wait_for_log(&["guest failed", "/hoard"]).await;
-    assert_eq!(get(server.addr, "/after").await.body, "Howdy, after!");
+    for guest in test_guests() {
+        let mut server = ServeProcess::start(&[guest.to_str().unwrap()]).await;
+        let reply = get(server.addr, "/hoard").await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        server.wait_for_log(&["guest failed", "/hoard"]).await;
+        assert_eq!(get(server.addr, "/after").await.body, "Howdy, after!");
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -112,13 +118,15 @@ async fn empty_stdout_writes_stay_bounded_over_http2() {
 }
 
 async fn empty_writes_stay_bounded(protocol: Protocol, path: &str) {
+    for guest in test_guests() {
+        empty_writes_stay_bounded_in(&guest, protocol, path).await;
+    }
+}
+
+async fn empty_writes_stay_bounded_in(guest: &std::path::Path, protocol: Protocol, path: &str) {
     let timeout = format!("{}s", REQUEST_TIMEOUT.as_secs());
-    let mut server = ServeProcess::start(&[
-        test_guest().to_str().unwrap(),
-        "--request-timeout",
-        &timeout,
-    ])
-    .await;
+    let mut server =
+        ServeProcess::start(&[guest.to_str().unwrap(), "--request-timeout", &timeout]).await;
     let pid = server.child.id().expect("running");
     // One ordinary request first, so the baseline includes a used instance
     // slot.
@@ -135,7 +143,8 @@ async fn empty_writes_stay_bounded(protocol: Protocol, path: &str) {
     let growth = peak.saturating_sub(baseline);
     assert!(
         growth < RSS_GROWTH_BOUND_KIB,
-        "{protocol:?} {path}: RSS grew by {growth} KiB (from {baseline} KiB), bound {RSS_GROWTH_BOUND_KIB} KiB"
+        "{} {protocol:?} {path}: RSS grew by {growth} KiB (from {baseline} KiB), bound {RSS_GROWTH_BOUND_KIB} KiB",
+        guest.display()
     );
 
     server

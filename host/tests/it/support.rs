@@ -29,9 +29,30 @@ pub fn greeter() -> PathBuf {
     guest("greeter.wasm")
 }
 
+/// The greeter built for WASI 0.3.
+pub fn greeter_p3() -> PathBuf {
+    guest("greeter_p3.wasm")
+}
+
+/// The greeter for each handler ABI, WASI 0.2 then 0.3: both answer alike.
+pub fn greeters() -> [PathBuf; 2] {
+    [greeter(), greeter_p3()]
+}
+
 /// The test guest (answers `Howdy`, misbehaves on request).
 pub fn test_guest() -> PathBuf {
     guest("test_guest.wasm")
+}
+
+/// The test guest built for WASI 0.3: the same paths, the same answers.
+pub fn test_guest_p3() -> PathBuf {
+    guest("test_guest_p3.wasm")
+}
+
+/// The test guest for each handler ABI, WASI 0.2 then 0.3: a promise the
+/// host makes holds for both.
+pub fn test_guests() -> [PathBuf; 2] {
+    [test_guest(), test_guest_p3()]
 }
 
 fn guest(file: &str) -> PathBuf {

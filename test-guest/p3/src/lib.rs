@@ -18,6 +18,8 @@
 //! | `/echo` | 200 with the request body |
 //! | `/print/{n}` | writes a line to stdout and stderr, then `n` 100-byte lines to stdout; 200 |
 //! | `/fetch?{url}` | GETs `url` through `wasi:http/client`; 200 with its body, or 502 with the error |
+//! | `/env` | 200 with the guest's environment, one `KEY=VALUE` line each |
+//! | `/hoard` | creates header-field resources without end, never dropping one |
 //! | `/count` | 200 with how many requests this instance has served, this one included |
 //! | `/empty-writes` | returns 200; its body task writes `start`, then empty chunks forever |
 //! | `/empty-prints` | writes empty chunks to stdout forever, never answering |
@@ -38,7 +40,7 @@ use guest_rt as _;
 
 wit_bindgen::generate!({
     path: "../../wit/p3",
-    world: "greeter",
+    world: "test-guest",
     generate_all,
 });
 
@@ -144,6 +146,16 @@ impl Guest for TestGuest {
                 out_done.await.expect("print to stdout");
                 respond(200, b"printed".to_vec())
             }
+            "env" => {
+                let mut text = String::new();
+                for (key, value) in wasi::cli::environment::get_environment() {
+                    text.push_str(&format!("{key}={value}\n"));
+                }
+                respond(200, text.into_bytes())
+            }
+            "hoard" => loop {
+                core::mem::forget(Fields::new());
+            },
             "count" => {
                 let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
                 respond(200, format!("{served}").into_bytes())
