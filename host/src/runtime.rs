@@ -78,6 +78,7 @@ impl Runtime {
         // WASI 0.3 beside it: its interfaces are `@0.3.x`, no name clashes.
         wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        crate::p3_client::link(&mut linker)?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),

@@ -10,7 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::support::{TestServer, get, test_guests};
+use crate::support::{TestServer, get, test_guest_p3, test_guests};
 
 /// A plain HTTP server on loopback that answers every request.
 async fn upstream() -> SocketAddr {
@@ -61,4 +61,23 @@ async fn allowed_origins_are_reached_and_others_denied() {
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
         assert_eq!(reply.body, "ErrorCode::HttpRequestDenied");
     }
+}
+
+/// A WASI 0.3 request with no path goes out as `/` (WASI issue 949), and
+/// the allow-list still applies to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_without_a_path_goes_out_as_slash() {
+    let allowed = upstream().await;
+    let other = upstream().await;
+    let server = TestServer::with_flags(
+        &test_guest_p3(),
+        &["--allow-outbound", &format!("http://{allowed}")],
+    )
+    .await;
+    let reply = get(server.addr, &format!("/fetch?http://{allowed}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, "upstream saw /");
+    let reply = get(server.addr, &format!("/fetch?http://{other}")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.body, "ErrorCode::HttpRequestDenied");
 }

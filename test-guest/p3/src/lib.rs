@@ -17,7 +17,7 @@
 //! | `/stream/{n}` | 200 with a body of `n` bytes |
 //! | `/echo` | 200 with the request body |
 //! | `/print/{n}` | writes a line to stdout and stderr, then `n` 100-byte lines to stdout; 200 |
-//! | `/fetch?{url}` | GETs `url` through `wasi:http/client`; 200 with its body, or 502 with the error |
+//! | `/fetch?{url}` | GETs `url` through `wasi:http/client` (with no path if `url` has none); 200 with its body, or 502 with the error |
 //! | `/env` | 200 with the guest's environment, one `KEY=VALUE` line each |
 //! | `/hoard` | creates header-field resources without end, never dropping one |
 //! | `/count` | 200 with how many requests this instance has served, this one included |
@@ -257,9 +257,10 @@ async fn fetch(url: &str) -> Result<Vec<u8>, String> {
         Some(("https", rest)) => (Scheme::Https, rest),
         _ => return Err(format!("not an http(s) url: {url}")),
     };
+    // No path in `url`: the request goes out with none (the host sends `/`).
     let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, "/"),
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
     };
     let (trailers, trailers_reader) = wit_future::new(|| Ok(None));
     drop(trailers);
@@ -267,7 +268,7 @@ async fn fetch(url: &str) -> Result<Vec<u8>, String> {
     request.set_method(&Method::Get).expect("method");
     request.set_scheme(Some(&scheme)).expect("scheme");
     request.set_authority(Some(authority)).expect("authority");
-    request.set_path_with_query(Some(path)).expect("path");
+    request.set_path_with_query(path).expect("path");
     let response = client::send(request).await.map_err(|e| format!("{e:?}"))?;
     let (body, trailers) = Response::consume_body(response, unit_future());
     read_all(body, trailers).await.map_err(|e| format!("{e:?}"))

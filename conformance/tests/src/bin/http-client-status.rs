@@ -1,0 +1,3 @@
+//! The suite's `http-client-status` test.
+
+include!(concat!(env!("WASI_TESTSUITE"), "/sources/http-client-status.rs"));

@@ -1,0 +1,3 @@
+//! The suite's `http-service-echo` test.
+
+include!(concat!(env!("WASI_TESTSUITE"), "/sources/http-service-echo.rs"));
