@@ -159,19 +159,24 @@ def wrk(port: int, connections: int, seconds: int) -> dict[str, float]:
 
 def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
     """Each server's command line, given a port."""
-    def wasi_serve(log: str):
+    def wasi_serve(log: str, component: Path = GREETER):
         # `env` execs in place: the pid measured is the server's.
         return lambda port, cached=True: [
             "env", f"RUST_LOG={log}",
             str(TARGET / "release/wasi-serve"), "--addr", f"127.0.0.1:{port}",
-            *(["--cache-dir", str(cache_dir)] if cached else ["--no-cache"]), str(GREETER),
+            *(["--cache-dir", str(cache_dir)] if cached else ["--no-cache"]), str(component),
         ]
 
-    def wasmtime_serve(binary: Path):
+    def wasmtime_serve(binary: Path, component: Path = GREETER, flags: tuple = ()):
         return lambda port, cached=True: [
-            str(binary), "serve", "--addr", f"127.0.0.1:{port}",
-            "-C", f"cache={'y' if cached else 'n'}", str(GREETER),
+            str(binary), "serve", *flags, "--addr", f"127.0.0.1:{port}",
+            "-C", f"cache={'y' if cached else 'n'}", str(component),
         ]
+
+    # wasmtime serve reuses a WASI 0.3 instance for up to 128 requests by
+    # default; this row makes it take a fresh one per request, as wasi-serve
+    # always does.
+    p3_fresh = ("-Wcomponent-model-async", "-Sp3,http", "--max-instance-reuse-count", "1")
 
     same_engine = {"wasmtime serve 50.0.1": wasmtime_serve(WASMTIME_50)} if WASMTIME_50.exists() else {}
     return {
@@ -179,6 +184,8 @@ def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
         "wasi-serve, access log": wasi_serve("info"),
         "wasmtime serve": wasmtime_serve(tools["wasmtime"]),
         **same_engine,
+        "wasi-serve, 0.3": wasi_serve("info,wasi_serve::access=off", GREETER_P3),
+        "wasmtime serve, 0.3": wasmtime_serve(tools["wasmtime"], GREETER_P3, p3_fresh),
         "aiohttp": lambda port, cached=True: [
             str(tools["python"]), str(ROOT / "bench/aiohttp_hello.py"), str(port),
         ],

@@ -1,5 +1,6 @@
-//! Where a guest's stdout and stderr go: into the log, one line per event,
-//! tagged with the request, at most [`OUTPUT_BUDGET`] bytes per request.
+//! Where a guest's stdout and stderr go: into the log, one line per line the
+//! guest writes (empty ones included), tagged with the request, at most
+//! [`OUTPUT_BUDGET`] bytes per request.
 
 use std::io;
 use std::pin::Pin;
@@ -33,6 +34,7 @@ pub fn pair(tag: RequestTag) -> (GuestOutput, GuestOutput) {
         tag,
         left: OUTPUT_BUDGET,
         lines: [Vec::new(), Vec::new()],
+        continued: [false; 2],
     }));
     let output = |stream| GuestOutput {
         stream,
@@ -52,6 +54,9 @@ struct Shared {
     left: usize,
     /// The unfinished last line of each stream.
     lines: [Vec<u8>; 2],
+    /// Whether that line continues one logged in pieces ([`MAX_LINE`]), so
+    /// that the newline ending it is not taken for an empty line.
+    continued: [bool; 2],
 }
 
 impl Shared {
@@ -63,16 +68,20 @@ impl Shared {
         self.left -= kept;
         for &byte in &bytes[..kept] {
             if byte == b'\n' {
-                self.emit(stream);
+                if !(self.continued[stream] && self.lines[stream].is_empty()) {
+                    self.emit(stream);
+                }
+                self.continued[stream] = false;
             } else {
                 self.lines[stream].push(byte);
                 if self.lines[stream].len() >= MAX_LINE {
                     self.emit(stream);
+                    self.continued[stream] = true;
                 }
             }
         }
         if self.left == 0 {
-            self.emit(stream);
+            self.emit_unfinished(stream);
             tracing::warn!(
                 target: "wasi_serve::guest",
                 method = %self.tag.method,
@@ -82,11 +91,17 @@ impl Shared {
         }
     }
 
+    /// Logs what is left of an unfinished line, if anything.
+    fn emit_unfinished(&mut self, stream: usize) {
+        if !self.lines[stream].is_empty() {
+            self.emit(stream);
+        }
+    }
+
+    /// Logs the current line of `stream`, empty or not: a guest's empty
+    /// line is a line too.
     fn emit(&mut self, stream: usize) {
         let line = &mut self.lines[stream];
-        if line.is_empty() {
-            return;
-        }
         tracing::info!(
             target: "wasi_serve::guest",
             method = %self.tag.method,
@@ -102,8 +117,8 @@ impl Shared {
 impl Drop for Shared {
     /// The request is over: log what is left of unfinished lines.
     fn drop(&mut self) {
-        self.emit(STDOUT);
-        self.emit(STDERR);
+        self.emit_unfinished(STDOUT);
+        self.emit_unfinished(STDERR);
     }
 }
 

@@ -27,6 +27,9 @@ struct StatusLabels {
     class: &'static str,
 }
 
+/// How a reload can end.
+const RELOAD_OUTCOMES: [&str; 2] = ["ok", "rejected"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     outcome: &'static str,
@@ -111,6 +114,11 @@ impl Metrics {
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register("reloads", "Component reloads, by outcome", reloads.clone());
+        // Every series exists from the start, at 0: a rate over it reads 0,
+        // not "no data", before the first reload.
+        for outcome in RELOAD_OUTCOMES {
+            let _ = reloads.get_or_create(&ReloadLabels { outcome });
+        }
         let component = Family::<ComponentLabels, Gauge>::default();
         registry.register(
             "component_info",

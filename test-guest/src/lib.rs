@@ -19,6 +19,7 @@
 //! | `/print/{n}` | writes a line to stdout and stderr, then `n` 100-byte lines to stdout; 200 |
 //! | `/fetch?{url}` | GETs `url` through `wasi:http/outgoing-handler`; 200 with its body, or 502 with the error |
 //! | `/env` | 200 with the guest's environment, one `KEY=VALUE` line each |
+//! | `/print-lines` | writes `before`, an empty line and `after` to stdout; 200 |
 //! | `/count` | 200 with how many requests this instance has served, this one included |
 //! | `/hoard` | creates header-field resources without end, never dropping one |
 //! | `/empty-writes` | sends 200 and `start`, then writes empty chunks to its body forever |
@@ -133,6 +134,10 @@ impl Guest for TestGuest {
                     text.push_str(&format!("{key}={value}\n"));
                 }
                 respond(response_out, 200, text.as_bytes());
+            }
+            "print-lines" => {
+                write_all(&wasi::cli::stdout::get_stdout(), b"before\n\nafter\n");
+                respond(response_out, 200, b"printed");
             }
             "count" => {
                 let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;

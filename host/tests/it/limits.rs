@@ -424,3 +424,28 @@ async fn guest_output_is_logged_per_request_and_bounded() {
         );
     }
 }
+
+/// Every line a guest prints is logged, empty ones included, in order and
+/// tagged with the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_output_lines_are_kept() {
+    for guest in test_guests() {
+        let mut serve =
+            ServeProcess::start(&["--log-format", "json", guest.to_str().unwrap()]).await;
+        assert_eq!(get(serve.addr, "/print-lines").await.body, "printed");
+        let mut messages = Vec::new();
+        while messages.len() < 3 {
+            let line = serve
+                .wait_for_log(&["wasi_serve::guest", "\"path\":\"/print-lines\""])
+                .await;
+            let message = line
+                .split("\"message\":\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("a message in {line}"))
+                .to_owned();
+            messages.push(message);
+        }
+        assert_eq!(messages, ["before", "", "after"], "{}", guest.display());
+    }
+}

@@ -128,6 +128,39 @@ async fn readiness_turns_off_while_draining() {
     assert_eq!(in_flight.await.unwrap().body, "slept 1500ms");
 }
 
+/// A freshly started host exposes every metric family, each labelled series
+/// included, at 0: dashboards and `rate()` alerts see 0, not "no data".
+#[tokio::test(flavor = "multi_thread")]
+async fn every_metric_exists_at_zero_from_the_start() {
+    let serve = ServeProcess::start(&[
+        "--admin-addr",
+        "127.0.0.1:0",
+        test_guest().to_str().unwrap(),
+    ])
+    .await;
+    let page = get(serve.admin.expect("admin address printed"), "/metrics")
+        .await
+        .body;
+    for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+        let name = format!("wasi_serve_requests_total{{class=\"{class}\"}}");
+        assert_eq!(sample(&page, &name), 0.0, "{name}");
+    }
+    for outcome in ["ok", "rejected"] {
+        let name = format!("wasi_serve_reloads_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(sample(&page, &name), 0.0, "{name}");
+    }
+    for name in [
+        "wasi_serve_guest_traps_total",
+        "wasi_serve_timeouts_total",
+        "wasi_serve_rejected_total",
+        "wasi_serve_requests_in_flight",
+        "wasi_serve_request_duration_seconds_count",
+        "wasi_serve_instantiation_duration_seconds_count",
+    ] {
+        assert_eq!(sample(&page, name), 0.0, "{name}");
+    }
+}
+
 /// The first line on stderr names the URL served, followed by whitespace,
 /// as test harnesses such as the WASI test suite's runner read it; in text
 /// and in JSON logs, which stay one object per line.

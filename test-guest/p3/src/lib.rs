@@ -20,6 +20,7 @@
 //! | `/fetch?{url}` | GETs `url` through `wasi:http/client` (with no path if `url` has none); 200 with its body, or 502 with the error |
 //! | `/env` | 200 with the guest's environment, one `KEY=VALUE` line each |
 //! | `/hoard` | creates header-field resources without end, never dropping one |
+//! | `/print-lines` | writes `before`, an empty line and `after` to stdout; 200 |
 //! | `/count` | 200 with how many requests this instance has served, this one included |
 //! | `/empty-writes` | returns 200; its body task writes `start`, then empty chunks forever |
 //! | `/empty-prints` | writes empty chunks to stdout forever, never answering |
@@ -156,6 +157,13 @@ impl Guest for TestGuest {
             "hoard" => loop {
                 core::mem::forget(Fields::new());
             },
+            "print-lines" => {
+                let (mut out, out_done) = output(stdout::write_via_stream);
+                send(&mut out, b"before\n\nafter\n".to_vec()).await;
+                drop(out);
+                out_done.await.expect("print to stdout");
+                respond(200, b"printed".to_vec())
+            }
             "count" => {
                 let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
                 respond(200, format!("{served}").into_bytes())
