@@ -132,17 +132,17 @@ impl Proxy {
         old
     }
 
-    /// The store for one request, tagged `tag`: its own state, the memory
-    /// limit, and an epoch deadline at which a running guest yields to the
-    /// scheduler.
-    pub fn new_store(&self, tag: RequestTag) -> Store<GuestState> {
+    /// The store for one request to `guest`, tagged `tag`: its own state,
+    /// the memory limit, and an epoch deadline at which a running guest
+    /// yields to the scheduler.
+    pub fn new_store(&self, guest: &Guest, tag: RequestTag) -> Store<GuestState> {
         let state = GuestState::new(
             tag,
             self.outbound.clone(),
             self.env.clone(),
             self.limits.max_memory,
         );
-        let mut store = Store::new(self.runtime.engine(), state);
+        let mut store = Store::new(guest.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
@@ -182,7 +182,7 @@ impl Proxy {
             uri: request.uri().clone(),
         };
         let guest = self.current();
-        let mut store = self.new_store(tag.clone());
+        let mut store = self.new_store(&guest, tag.clone());
         let flags = Arc::new(Flags::default());
         let request = body::limit_request(request, max_body, &flags);
         let (answer, answered) = oneshot::channel();

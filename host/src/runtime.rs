@@ -29,14 +29,53 @@ pub const CACHE_SUBDIR: &str = "compiled";
 /// and the request timeout can interrupt it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// The engine and linker every component is compiled and linked with.
+/// The engines and linkers components are compiled and linked with.
+///
+/// Two of each: the component model's concurrency (WASI 0.3's async calls,
+/// streams and futures) adds bookkeeping to every store and call once an
+/// engine enables it, about 14 µs per request for the 0.2 greeter
+/// (docs/performance.md). WASI 0.2 components run on an engine without it;
+/// components that need it (all of WASI 0.3) on one with it.
 #[derive(Clone)]
 pub struct Runtime {
-    engine: Engine,
-    linker: Arc<Linker<GuestState>>,
-    /// The engine's compile cache (a handle on the same state), to tell a
+    /// WASI 0.2 interfaces only, no component-model concurrency.
+    sync: Flavor,
+    /// WASI 0.2 and 0.3 interfaces, with component-model concurrency.
+    concurrent: Flavor,
+    /// The engines' compile cache (a handle on the same state), to tell a
     /// compile from a cache hit in the logs.
     cache: Option<Cache>,
+}
+
+/// One engine and the linker over it.
+#[derive(Clone)]
+struct Flavor {
+    engine: Engine,
+    linker: Arc<Linker<GuestState>>,
+}
+
+impl Flavor {
+    /// An engine sized by `limits`, and a linker with WASI 0.2 and, if
+    /// `concurrent`, WASI 0.3.
+    fn new(limits: &Limits, cache: Option<Cache>, concurrent: bool) -> Result<Self> {
+        let engine = new_engine(limits, cache, concurrent)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
+        io_without_wasi_ctx(&mut linker)?;
+        note_response_bodies(&mut linker)?;
+        if concurrent {
+            // WASI 0.3 beside it: its interfaces are `@0.3.x`, no clashes.
+            wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+            crate::p3_client::link(&mut linker)?;
+        }
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
 }
 
 /// A component ready to serve: compiled, linked, checked, pre-instantiated.
@@ -47,9 +86,24 @@ pub struct Guest {
     pub hash: String,
     /// How its compile went.
     report: CompileReport,
+    /// The engine it was compiled for, which its stores must use.
+    engine: Engine,
+    /// Whether that engine has the component model's concurrency.
+    concurrent: bool,
 }
 
 impl Guest {
+    /// The engine every store for this component is created in.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether it runs on the engine with the component model's
+    /// concurrency (WASI 0.3), or on the cheaper one without.
+    pub fn concurrent(&self) -> bool {
+        self.concurrent
+    }
+
     /// The WASI release of the component's handler: `0.2` or `0.3`.
     pub fn wasi(&self) -> &'static str {
         self.pre.version().as_str()
@@ -63,32 +117,18 @@ impl Guest {
 }
 
 impl Runtime {
-    /// The engine and linker, sized by `limits`, caching compiled code in
+    /// The engines and linkers, sized by `limits`, caching compiled code in
     /// `cache_dir`; starts the epoch ticker.
     pub fn new(limits: &Limits, cache_dir: Option<&Path>) -> Result<Self> {
         let cache = cache_dir.map(open_cache).transpose()?;
-        let engine = new_engine(limits, cache.clone())?;
-        start_epoch_ticker(&engine);
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(anyhow::Error::from)?;
-        io_without_wasi_ctx(&mut linker)?;
-        note_response_bodies(&mut linker)?;
-        // WASI 0.3 beside it: its interfaces are `@0.3.x`, no name clashes.
-        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
-        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
-        crate::p3_client::link(&mut linker)?;
+        let sync = Flavor::new(limits, cache.clone(), false)?;
+        let concurrent = Flavor::new(limits, cache.clone(), true)?;
+        start_epoch_ticker(&[&sync.engine, &concurrent.engine]);
         Ok(Self {
-            engine,
-            linker: Arc::new(linker),
+            sync,
+            concurrent,
             cache,
         })
-    }
-
-    /// The engine every store is created in.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// Loads the component at `path`, or explains in one line why it can't
@@ -117,16 +157,25 @@ impl Runtime {
         check_header(bytes)?;
         let started = Instant::now();
         let hits = self.cache.as_ref().map(Cache::cache_hits);
-        let component = Component::new(&self.engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("invalid component")?;
-        abi::refuse_release_candidates(&component, &self.engine)?;
-        let pre = self
+        // A component that validates without the async component model is
+        // served without it; any other (every WASI 0.3 one) needs it.
+        let (flavor, component, concurrent) = match Component::new(&self.sync.engine, bytes) {
+            Ok(component) => (&self.sync, component, false),
+            Err(_) => {
+                let component = Component::new(&self.concurrent.engine, bytes)
+                    .map_err(anyhow::Error::from)
+                    .context("invalid component")?;
+                (&self.concurrent, component, true)
+            }
+        };
+        let engine = &flavor.engine;
+        abi::refuse_release_candidates(&component, engine)?;
+        let pre = flavor
             .linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("it imports something this host does not provide")?;
-        let version = abi::detect(&component, &self.engine)?;
+        let version = abi::detect(&component, engine)?;
         let pre = HandlerPre::new(version, pre).with_context(|| {
             format!(
                 "its `wasi:http` handler does not match WASI {}",
@@ -144,7 +193,13 @@ impl Runtime {
             cache,
         };
         let hash = content_hash(bytes);
-        Ok(Guest { pre, hash, report })
+        Ok(Guest {
+            pre,
+            hash,
+            report,
+            engine: engine.clone(),
+            concurrent,
+        })
     }
 }
 
@@ -275,8 +330,8 @@ fn open_cache(dir: &Path) -> Result<Cache> {
 }
 
 /// An engine with epoch interruption and the pooling allocator, sized by
-/// `limits`.
-fn new_engine(limits: &Limits, cache: Option<Cache>) -> Result<Engine> {
+/// `limits`; with the component model's concurrency if `concurrent`.
+fn new_engine(limits: &Limits, cache: Option<Cache>, concurrent: bool) -> Result<Engine> {
     let n = limits.max_concurrent_requests;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
@@ -289,7 +344,7 @@ fn new_engine(limits: &Limits, cache: Option<Cache>) -> Result<Engine> {
         .total_tables(n.saturating_mul(4))
         // A WASI 0.3 guest may run a few tasks at once (one streams the
         // body after the handler returns), each on a stack of its own.
-        .total_stacks(n.saturating_mul(4))
+        .total_stacks(if concurrent { n.saturating_mul(4) } else { n })
         .max_memory_size(limits.max_memory)
         // Reset a freed slot by rewriting only the pages the instance
         // touched (found with Linux's PAGEMAP_SCAN where the kernel has it)
@@ -302,6 +357,7 @@ fn new_engine(limits: &Limits, cache: Option<Cache>) -> Result<Engine> {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
+        .concurrency_support(concurrent)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config.cache(cache);
     Engine::new(&config)
@@ -309,16 +365,23 @@ fn new_engine(limits: &Limits, cache: Option<Cache>) -> Result<Engine> {
         .context("failed to create the WebAssembly engine")
 }
 
-/// One thread per engine advances its epoch every [`EPOCH_TICK`]; it ends
-/// when the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) {
-    let engine = engine.weak();
+/// One thread advances the epoch of `engines` every [`EPOCH_TICK`]; it ends
+/// when they are dropped.
+fn start_epoch_ticker(engines: &[&Engine]) {
+    let engines: Vec<_> = engines.iter().map(|engine| engine.weak()).collect();
     std::thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
-            while let Some(engine) = engine.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            loop {
+                let live: Vec<_> = engines
+                    .iter()
+                    .filter_map(|engine| engine.upgrade())
+                    .collect();
+                if live.is_empty() {
+                    return;
+                }
+                live.iter().for_each(Engine::increment_epoch);
+                drop(live);
                 std::thread::sleep(EPOCH_TICK);
             }
         })

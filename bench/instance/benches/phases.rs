@@ -30,11 +30,13 @@ fn phases(c: &mut Criterion) {
         panic!("the phases are those of a WASI 0.2 component");
     };
 
-    c.bench_function("phase: store", |b| b.iter(|| drop(proxy.new_store(tag()))));
+    c.bench_function("phase: store", |b| {
+        b.iter(|| drop(proxy.new_store(&guest, tag())))
+    });
     c.bench_function("phase: store + instance, never called", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let mut store = proxy.new_store(tag());
+                let mut store = proxy.new_store(&guest, tag());
                 pre.instantiate_async(&mut store).await.unwrap();
             })
         })
@@ -42,7 +44,7 @@ fn phases(c: &mut Criterion) {
     c.bench_function("phase: store + instance + handler, wasmtime only", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let mut store = proxy.new_store(tag());
+                let mut store = proxy.new_store(&guest, tag());
                 let request = hyper::Request::builder()
                     .uri("http://localhost/World")
                     .body(Empty::<Bytes>::new())

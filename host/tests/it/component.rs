@@ -176,12 +176,12 @@ async fn builds_a_wasi_context(component: &Path, path: &str) -> bool {
         method: http::Method::GET,
         uri: uri.clone(),
     };
-    let mut store = proxy.new_store(tag);
+    let guest = proxy.current();
+    let mut store = proxy.new_store(&guest, tag);
     let request = hyper::Request::get(uri)
         .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
         .unwrap();
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let guest = proxy.current();
     let call = guest
         .pre
         .prepare(&mut store, request, http::uri::Scheme::HTTP, sender)
@@ -203,4 +203,26 @@ async fn the_wasi_context_is_built_only_for_guests_that_use_it() {
     assert!(!builds_a_wasi_context(&greeter(), "/World").await);
     // Printing goes through wasi:cli/stdout, which needs one.
     assert!(builds_a_wasi_context(&crate::support::test_guest(), "/print/0").await);
+}
+
+/// A WASI 0.2 component runs on the engine without the component model's
+/// concurrency, whose bookkeeping would cost every request; a WASI 0.3 one
+/// on the engine with it.
+#[test]
+fn only_components_that_need_it_get_component_model_concurrency() {
+    use clap::Parser;
+    for (component, concurrent) in [(greeter(), false), (greeter_p3(), true)] {
+        let config = wasi_serve::Config::parse_from([
+            "wasi-serve",
+            "--no-cache",
+            component.to_str().unwrap(),
+        ]);
+        let proxy = wasi_serve::Proxy::load(&config).expect("component loads");
+        assert_eq!(
+            proxy.current().concurrent(),
+            concurrent,
+            "{}",
+            component.display()
+        );
+    }
 }
