@@ -246,4 +246,76 @@ mod tests {
     fn non_ascii_passes_through() {
         assert_eq!(percent_decode("é%20ü"), "é ü");
     }
+
+    /// Properties of the decoding, over arbitrary input.
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Every byte of `text` as `%XX`.
+        fn encode_all(text: &str) -> String {
+            text.bytes().map(|byte| format!("%{byte:02X}")).collect()
+        }
+
+        proptest! {
+            /// Decoding is total: any input gives a string, and one without
+            /// `%` is itself.
+            #[test]
+            fn decoding_never_fails(raw in any::<String>()) {
+                let decoded = percent_decode(&raw);
+                if !raw.contains('%') {
+                    prop_assert_eq!(decoded.as_ref(), raw.as_str());
+                }
+            }
+
+            /// Any text, fully percent-encoded (upper or lower case hex),
+            /// decodes back to itself.
+            #[test]
+            fn encoded_text_round_trips(text in any::<String>(), lower in any::<bool>()) {
+                let mut encoded = encode_all(&text);
+                if lower {
+                    encoded = encoded.to_lowercase();
+                }
+                let decoded = percent_decode(&encoded);
+                prop_assert_eq!(decoded.as_ref(), text.as_str());
+            }
+
+            /// Decoding happens once: text encoded twice decodes to text
+            /// encoded once.
+            #[test]
+            fn decoding_is_applied_once(text in any::<String>()) {
+                let once = encode_all(&text);
+                let twice = encode_all(&once);
+                let decoded = percent_decode(&twice);
+                prop_assert_eq!(decoded.as_ref(), once.as_str());
+            }
+
+            /// A `%` not followed by two hex digits is kept as written.
+            #[test]
+            fn malformed_escapes_are_kept(
+                before in "[a-z]{0,8}",
+                after in "[g-z%]{0,2}",
+            ) {
+                let raw = format!("{before}%{after}");
+                let decoded = percent_decode(&raw);
+                prop_assert_eq!(decoded.as_ref(), raw.as_str());
+            }
+
+            /// Whatever the target, the answer is one of the three, HEAD
+            /// sends no body, and only a 405 carries `Allow`.
+            #[test]
+            fn every_target_gets_a_well_formed_answer(
+                target in any::<String>(),
+                verb in prop_oneof![Just(Verb::Get), Just(Verb::Head), Just(Verb::Other)],
+            ) {
+                let reply = respond(verb, &target);
+                prop_assert!([200, 404, 405].contains(&reply.status));
+                prop_assert_eq!(reply.send_body, verb != Verb::Head);
+                prop_assert_eq!(reply.allow.is_some(), reply.status == 405);
+                if reply.status == 200 {
+                    prop_assert!(reply.body.starts_with("Hello, ") && reply.body.ends_with('!'));
+                }
+            }
+        }
+    }
 }

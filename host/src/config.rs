@@ -282,4 +282,64 @@ mod tests {
         assert!(parse_duration("300000000000y").is_err());
         assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
     }
+
+    /// Properties of the size and duration parsers, over arbitrary input.
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const UNITS: [(&str, u64); 7] = [
+            ("", 1),
+            ("B", 1),
+            ("KiB", 1 << 10),
+            ("K", 1 << 10),
+            ("MiB", 1 << 20),
+            ("MB", 1 << 20),
+            ("GiB", 1 << 30),
+        ];
+
+        proptest! {
+            /// Any text parses or is refused with a message; nothing panics.
+            #[test]
+            fn parsers_never_panic(text in any::<String>()) {
+                let _ = parse_size(&text);
+                let _ = parse_duration(&text);
+                let _ = parse_env_var(&text);
+            }
+
+            /// `N<unit>` is N times the unit, or refused when that is zero
+            /// or does not fit in 64 bits.
+            #[test]
+            fn sizes_scale_by_their_unit(n in any::<u64>(), unit in 0..UNITS.len()) {
+                let (suffix, scale) = UNITS[unit];
+                let parsed = parse_size(&format!("{n}{suffix}"));
+                match n.checked_mul(scale) {
+                    Some(0) | None => prop_assert!(parsed.is_err()),
+                    Some(bytes) => prop_assert_eq!(parsed, Ok(bytes)),
+                }
+            }
+
+            /// A duration in milliseconds is accepted from 1 ms to a day,
+            /// and refused outside.
+            #[test]
+            fn durations_are_bounded(ms in 0u64..200_000_000) {
+                let parsed = parse_duration(&format!("{ms}ms"));
+                if ms == 0 || ms > 86_400_000 {
+                    prop_assert!(parsed.is_err());
+                } else {
+                    prop_assert_eq!(parsed, Ok(Duration::from_millis(ms)));
+                }
+            }
+
+            /// `KEY=VALUE` splits at the first `=`; the value may hold more.
+            #[test]
+            fn env_assignments_split_at_the_first_equals(
+                key in "[A-Za-z_][A-Za-z0-9_]{0,12}",
+                value in any::<String>(),
+            ) {
+                let parsed = parse_env_var(&format!("{key}={value}"));
+                prop_assert_eq!(parsed, Ok((key, value)));
+            }
+        }
+    }
 }

@@ -213,4 +213,82 @@ mod tests {
             "https://example.com:443"
         );
     }
+
+    /// Properties of origin patterns, over generated origins.
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn label() -> impl Strategy<Value = String> {
+            "[a-z][a-z0-9-]{0,10}[a-z0-9]"
+        }
+
+        proptest! {
+            /// Any text parses or is refused with a message; nothing panics.
+            #[test]
+            fn parsing_never_panics(text in any::<String>()) {
+                let _ = text.parse::<OriginPattern>();
+            }
+
+            /// A pattern prints as it matches, and parses back to itself.
+            #[test]
+            fn patterns_round_trip_through_display(
+                https in any::<bool>(),
+                wildcard in any::<bool>(),
+                labels in prop::collection::vec(label(), 1..4),
+                port in prop::option::of(1u16..),
+            ) {
+                let scheme = if https { "https" } else { "http" };
+                let host = labels.join(".");
+                let host = if wildcard { format!("*.{host}") } else { host };
+                let port = port.map(|port| format!(":{port}")).unwrap_or_default();
+                let pattern: OriginPattern = format!("{scheme}://{host}{port}").parse().unwrap();
+                let again: OriginPattern = pattern.to_string().parse().unwrap();
+                prop_assert_eq!(again, pattern);
+            }
+
+            /// An exact origin matches its own URLs, whatever the path and
+            /// the case of the host, and no other port or subdomain.
+            #[test]
+            fn exact_origins_match_only_themselves(
+                labels in prop::collection::vec(label(), 1..4),
+                port in 1u16..,
+                path in "(/[a-z0-9]{0,8}){0,3}",
+            ) {
+                let host = labels.join(".");
+                let pattern: OriginPattern = format!("http://{host}:{port}").parse().unwrap();
+                let uri = |text: String| text.parse::<http::Uri>().unwrap();
+                let upper = host.to_uppercase();
+                let own = uri(format!("http://{upper}:{port}{path}"));
+                prop_assert!(pattern.matches(&own));
+                let other_port = port.wrapping_add(1).max(1);
+                if other_port != port {
+                    let other = uri(format!("http://{host}:{other_port}/"));
+                    prop_assert!(!pattern.matches(&other));
+                }
+                let https = uri(format!("https://{host}:{port}/"));
+                prop_assert!(!pattern.matches(&https));
+                let sub = uri(format!("http://sub.{host}:{port}/"));
+                prop_assert!(!pattern.matches(&sub));
+            }
+
+            /// `*.domain` matches every subdomain, never the domain itself
+            /// nor a name that merely ends the same way.
+            #[test]
+            fn wildcards_match_subdomains_only(
+                labels in prop::collection::vec(label(), 1..3),
+                sub in label(),
+            ) {
+                let domain = labels.join(".");
+                let pattern: OriginPattern = format!("https://*.{domain}").parse().unwrap();
+                let uri = |text: String| text.parse::<http::Uri>().unwrap();
+                let subdomain = uri(format!("https://{sub}.{domain}/"));
+                prop_assert!(pattern.matches(&subdomain));
+                let itself = uri(format!("https://{domain}/"));
+                prop_assert!(!pattern.matches(&itself));
+                let lookalike = uri(format!("https://{sub}{domain}/"));
+                prop_assert!(!pattern.matches(&lookalike));
+            }
+        }
+    }
 }
