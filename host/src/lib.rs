@@ -24,6 +24,8 @@
 //! - [`reload`]: hot swap on SIGHUP or file change.
 //! - [`metrics`]: Prometheus metrics, and the admin server (`/metrics`,
 //!   `/healthz`, `/readyz`).
+//! - [`request_head`]: the HTTP/1 head rules hyper leaves to us (`Host`,
+//!   the request target's form): 400 before any guest runs.
 //! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 connections, the access log,
 //!   errors turned into responses, graceful drain.
 //! - [`shutdown`]: the stop signals (Ctrl-C and SIGTERM).
@@ -43,6 +45,7 @@ pub mod outbound;
 pub mod p3_client;
 pub mod proxy;
 pub mod reload;
+pub mod request_head;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

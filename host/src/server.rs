@@ -3,6 +3,7 @@
 //! turned into plain-text responses in one place, and a bounded drain.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::WasiBody;
 
 use crate::proxy::{self, Proxy, ProxyError};
+use crate::request_head;
 
 /// Ping interval (and answer deadline) on HTTP/2 connections.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
@@ -70,8 +72,9 @@ pub async fn run(
         .header_read_timeout(header_timeout)
         // Heads up to twice the limit are parsed, so that `serve` can answer
         // 431; hyper itself closes the connection on anything larger.
-        .max_buf_size(2 * limits.max_header_size as usize) // at most 2 MiB: see `Limits`
-        .pipeline_flush(true);
+        .max_buf_size(2 * limits.max_header_size as usize); // at most 2 MiB: see `Limits`
+    // (No `pipeline_flush`: with it, hyper 1.12 never sends the 400 it
+    // writes for a head it cannot parse.)
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -97,12 +100,15 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let proxy = proxy.clone();
         let scheme = scheme.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
             let scheme = scheme.clone();
-            async move { Ok::<_, Infallible>(serve(&proxy, request, scheme).await) }
+            async move { Ok::<_, Infallible>(serve(&proxy, request, scheme, local).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -154,21 +160,20 @@ pub async fn run(
 /// responses, and where the access log is written.
 async fn serve(
     proxy: &Proxy,
-    request: hyper::Request<Incoming>,
+    mut request: hyper::Request<Incoming>,
     scheme: Scheme,
+    local: SocketAddr,
 ) -> hyper::Response<WasiBody> {
     let started = Instant::now();
     let _in_flight = proxy.metrics.in_flight();
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let response = if head_size(&request) > proxy.limits.max_header_size {
+    let response = if let Err(reason) = request_head::check(&mut request, local) {
+        tracing::info!(%method, path = uri.path(), "bad request: {reason}");
+        closing(plain_response(StatusCode::BAD_REQUEST))
+    } else if head_size(&request) > proxy.limits.max_header_size {
         tracing::info!(%method, path = uri.path(), "request head too large");
-        let mut response = plain_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        response.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        response
+        closing(plain_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
     } else {
         respond(proxy, request, scheme).await
     };
@@ -251,6 +256,15 @@ async fn respond(
             response
         }
     }
+}
+
+/// `response`, closing the connection after it.
+fn closing(mut response: hyper::Response<WasiBody>) -> hyper::Response<WasiBody> {
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// A plain-text response such as `500: Internal Server Error`: the status and

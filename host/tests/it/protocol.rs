@@ -104,29 +104,6 @@ async fn a_thousand_concurrent_requests_are_all_answered_correctly() {
     assert_eq!(answered, 1000);
 }
 
-/// A request the host cannot hand to a guest (HTTP/1.0 without a host) gets
-/// a plain 400, and the server goes on.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_request_without_a_host_is_a_bad_request() {
-    let server = TestServer::start(&greeter()).await;
-    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
-    stream
-        .write_all(b"GET /World HTTP/1.0\r\n\r\n")
-        .await
-        .expect("write");
-    let mut raw = String::new();
-    tokio::time::timeout(STEP, stream.read_to_string(&mut raw))
-        .await
-        .expect("response in time")
-        .expect("read");
-    assert!(raw.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{raw}");
-    assert!(raw.ends_with("400: Bad Request"), "{raw}");
-    assert_eq!(
-        crate::support::get(server.addr, "/World").await.body,
-        "Hello, World!"
-    );
-}
-
 /// Stopping the server lets a request in flight finish before `run` returns.
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_lets_a_request_in_flight_finish() {
@@ -138,4 +115,102 @@ async fn stopping_lets_a_request_in_flight_finish() {
     let reply = in_flight.await.expect("request task");
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, "slept 700ms");
+}
+
+/// Writes `request` on a new connection and reads what comes back until the
+/// server closes the connection.
+async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(STEP, stream.read_to_end(&mut raw))
+        .await
+        .expect("the server answers and closes in time")
+        .expect("read");
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// A malformed HTTP/1 request gets a 400 and the connection closed, never a
+/// silent close (RFC 9112); so do the head rules hyper leaves to the host:
+/// more than one `Host`, an invalid `Host`, HTTP/1.1 without `Host`, a target
+/// that is neither a path nor an absolute URL. The host serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_400() {
+    let server = TestServer::start(&greeter()).await;
+    let cases: [(&str, &[u8]); 16] = [
+        ("garbage request line", b"GARBAGE\r\n\r\n"),
+        ("binary junk", b"\x00\x01\x02\r\n\r\n"),
+        (
+            "space in the target",
+            b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n",
+        ),
+        (
+            "tab in the target",
+            b"GET /a\tb HTTP/1.1\r\nHost: t\r\n\r\n",
+        ),
+        ("unknown version", b"GET / HTTP/9.9\r\nHost: t\r\n\r\n"),
+        (
+            "header without colon",
+            b"GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n",
+        ),
+        (
+            "space before colon",
+            b"GET / HTTP/1.1\r\nHost: t\r\nX-A : 1\r\n\r\n",
+        ),
+        (
+            "control byte in a name",
+            b"GET / HTTP/1.1\r\nHost: t\r\nX-B\x01d: v\r\n\r\n",
+        ),
+        (
+            "two Content-Lengths",
+            b"POST /World HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        ),
+        (
+            "negative Content-Length",
+            b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+        ),
+        (
+            "two Host lines",
+            b"GET /World HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ),
+        (
+            "Host with a space",
+            b"GET /World HTTP/1.1\r\nHost: a b\r\n\r\n",
+        ),
+        (
+            "Host with a bad port",
+            b"GET /World HTTP/1.1\r\nHost: t:99999\r\n\r\n",
+        ),
+        ("HTTP/1.1 without Host", b"GET /World HTTP/1.1\r\n\r\n"),
+        (
+            "target not a path",
+            b"GET World HTTP/1.1\r\nHost: t\r\n\r\n",
+        ),
+        ("target not a path, 1.0", b"GET World HTTP/1.0\r\n\r\n"),
+    ];
+    for (case, request) in cases {
+        let raw = exchange(server.addr, request).await;
+        assert!(
+            raw.starts_with("HTTP/1.1 400 Bad Request\r\n")
+                || raw.starts_with("HTTP/1.0 400 Bad Request\r\n"),
+            "{case}: {raw:?}"
+        );
+        assert!(!raw.contains("Hello"), "{case}: {raw:?}");
+    }
+    let reply = crate::support::get(server.addr, "/after").await;
+    assert_eq!(reply.body, "Hello, after!");
+}
+
+/// HTTP/1.0 does not require `Host`: such a request is served, with the
+/// address it came in on as its authority; an absolute-form target needs
+/// no `Host` either.
+#[tokio::test(flavor = "multi_thread")]
+async fn http1_0_without_host_is_served() {
+    let server = TestServer::start(&greeter()).await;
+    let raw = exchange(server.addr, b"GET /World HTTP/1.0\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.0 200 OK\r\n"), "{raw:?}");
+    assert!(raw.ends_with("Hello, World!"), "{raw:?}");
+    let absolute = format!("GET http://{}/World HTTP/1.0\r\n\r\n", server.addr);
+    let raw = exchange(server.addr, absolute.as_bytes()).await;
+    assert!(raw.ends_with("Hello, World!"), "{raw:?}");
 }
