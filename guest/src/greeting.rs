@@ -33,6 +33,26 @@ pub struct Reply {
     pub allow: Option<&'static str>,
 }
 
+impl Reply {
+    /// The response's header fields, as wasi:http takes them: every answer
+    /// is `text/plain; charset=utf-8` with its exact length (the GET body's,
+    /// for HEAD too), `nosniff`, and `Allow` on a 405.
+    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        let mut headers = alloc::vec![
+            ("content-type".into(), b"text/plain; charset=utf-8".to_vec()),
+            (
+                "content-length".into(),
+                format!("{}", self.body.len()).into_bytes()
+            ),
+            ("x-content-type-options".into(), b"nosniff".to_vec()),
+        ];
+        if let Some(allow) = self.allow {
+            headers.push(("allow".into(), allow.as_bytes().to_vec()));
+        }
+        headers
+    }
+}
+
 /// Answers `verb path_with_query`.
 ///
 /// A greeting path is `/` or exactly one non-empty segment (`/World`); the

@@ -11,9 +11,6 @@
 
 extern crate alloc;
 
-use alloc::string::{String, ToString};
-use alloc::vec::Vec;
-
 pub mod greeting;
 
 use guest_rt as _;
@@ -52,16 +49,7 @@ impl Guest for Greeter {
 /// Sends `reply` as the response. Failures here mean the host or the client
 /// went away; there is nobody left to answer, so they trap.
 fn send(reply: Reply, response_out: ResponseOutparam) {
-    let length = reply.body.len().to_string();
-    let mut headers: Vec<(String, Vec<u8>)> = alloc::vec![
-        ("content-type".into(), b"text/plain; charset=utf-8".to_vec()),
-        ("content-length".into(), length.into_bytes()),
-        ("x-content-type-options".into(), b"nosniff".to_vec()),
-    ];
-    if let Some(allow) = reply.allow {
-        headers.push(("allow".into(), allow.as_bytes().to_vec()));
-    }
-    let fields = Fields::from_list(&headers).expect("valid response headers");
+    let fields = Fields::from_list(&reply.headers()).expect("valid response headers");
     let response = OutgoingResponse::new(fields);
     // A new response is a 200; saying so again would be one more host call
     // on every greeting.

@@ -11,9 +11,6 @@
 
 extern crate alloc;
 
-use alloc::string::{String, ToString};
-use alloc::vec::Vec;
-
 // What to answer, decided in one place for both greeters.
 #[path = "../../src/greeting.rs"]
 pub mod greeting;
@@ -53,16 +50,7 @@ impl Guest for Greeter {
 /// stream only once it has the response, so writing it inside `handle`
 /// would wait forever.
 fn response(reply: Reply) -> Response {
-    let length = reply.body.len().to_string();
-    let mut headers: Vec<(String, Vec<u8>)> = alloc::vec![
-        ("content-type".into(), b"text/plain; charset=utf-8".to_vec()),
-        ("content-length".into(), length.into_bytes()),
-        ("x-content-type-options".into(), b"nosniff".to_vec()),
-    ];
-    if let Some(allow) = reply.allow {
-        headers.push(("allow".into(), allow.as_bytes().to_vec()));
-    }
-    let fields = Fields::from_list(&headers).expect("valid response headers");
+    let fields = Fields::from_list(&reply.headers()).expect("valid response headers");
 
     // HEAD: the GET headers (its `content-length` included) and no body
     // stream at all. An empty stream would not do: the host checks the bytes
