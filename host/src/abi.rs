@@ -204,10 +204,8 @@ impl HandlerPre {
         let started = Instant::now();
         match (self, call) {
             (Self::P2(pre), Call::P2 { request, out }) => {
-                let proxy = match pre.instantiate_async(&mut *store).await {
-                    Ok(proxy) => proxy,
-                    Err(err) if err.is::<PoolConcurrencyLimitError>() => return Ok(false),
-                    Err(err) => return Err(err),
+                let Some(proxy) = room(pre.instantiate_async(&mut *store).await)? else {
+                    return Ok(false);
                 };
                 metrics.instantiated(started.elapsed());
                 proxy
@@ -227,10 +225,8 @@ impl HandlerPre {
                     answer,
                 },
             ) => {
-                let service = match pre.instantiate_async(&mut *store).await {
-                    Ok(service) => service,
-                    Err(err) if err.is::<PoolConcurrencyLimitError>() => return Ok(false),
-                    Err(err) => return Err(err),
+                let Some(service) = room(pre.instantiate_async(&mut *store).await)? else {
+                    return Ok(false);
                 };
                 metrics.instantiated(started.elapsed());
                 store
@@ -253,6 +249,17 @@ impl HandlerPre {
             }
             _ => unreachable!("a call is prepared by the handler that runs it"),
         }
+    }
+}
+
+/// An instantiation's result, with `None` for a pool out of room: a
+/// component needing more of some pool resource than admission assumed,
+/// which is no failure of the guest.
+fn room<T>(instantiated: wasmtime::Result<T>) -> wasmtime::Result<Option<T>> {
+    match instantiated {
+        Ok(instance) => Ok(Some(instance)),
+        Err(err) if err.is::<PoolConcurrencyLimitError>() => Ok(None),
+        Err(err) => Err(err),
     }
 }
 

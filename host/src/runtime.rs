@@ -372,16 +372,17 @@ fn start_epoch_ticker(engines: &[&Engine]) {
     std::thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
+            // No allocation per tick: each engine is upgraded, ticked and
+            // let go in turn.
             loop {
-                let live: Vec<_> = engines
-                    .iter()
-                    .filter_map(|engine| engine.upgrade())
-                    .collect();
-                if live.is_empty() {
+                let mut live = false;
+                for engine in engines.iter().filter_map(|engine| engine.upgrade()) {
+                    engine.increment_epoch();
+                    live = true;
+                }
+                if !live {
                     return;
                 }
-                live.iter().for_each(Engine::increment_epoch);
-                drop(live);
                 std::thread::sleep(EPOCH_TICK);
             }
         })

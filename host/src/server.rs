@@ -245,12 +245,7 @@ async fn respond(
                 }
                 // The rest of the body is not read: the connection cannot be
                 // reused.
-                ProxyError::BodyTooLarge => {
-                    response.headers_mut().insert(
-                        header::CONNECTION,
-                        header::HeaderValue::from_static("close"),
-                    );
-                }
+                ProxyError::BodyTooLarge => response = closing(response),
                 _ => {}
             }
             response

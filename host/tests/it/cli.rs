@@ -91,6 +91,19 @@ fn a_bad_flag_value_is_a_usage_error() {
     );
 }
 
+/// A component with one function `$f`, lifted from a core module, and
+/// `exports` (WAT) naming it.
+fn one_function_component(exports: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+             (core module $m (func (export "f")))
+             (core instance $i (instantiate $m))
+             (func $f (canon lift (core func $i "f")))
+             {exports})"#
+    ))
+    .unwrap()
+}
+
 /// A file that cannot be served ends the program before it listens: exit
 /// code 1 and one line naming the file and the reason, no backtrace.
 #[test]
@@ -110,26 +123,14 @@ fn a_bad_component_is_refused_with_one_clear_line() {
     );
     let other_world = write(
         "other-world.wasm",
-        &wat::parse_str(
-            r#"(component
-                 (core module $m (func (export "f")))
-                 (core instance $i (instantiate $m))
-                 (func $f (canon lift (core func $i "f")))
-                 (export "hello" (func $f)))"#,
-        )
-        .unwrap(),
+        &one_function_component(r#"(export "hello" (func $f))"#),
     );
     let release_candidate = write(
         "release-candidate.wasm",
-        &wat::parse_str(
-            r#"(component
-                 (core module $m (func (export "f")))
-                 (core instance $i (instantiate $m))
-                 (func $f (canon lift (core func $i "f")))
-                 (instance $h (export "handle" (func $f)))
-                 (export "wasi:http/handler@0.3.0-rc-2025-09-16" (instance $h)))"#,
-        )
-        .unwrap(),
+        &one_function_component(
+            r#"(instance $h (export "handle" (func $f)))
+               (export "wasi:http/handler@0.3.0-rc-2025-09-16" (instance $h))"#,
+        ),
     );
     let unsatisfiable = write(
         "unsatisfiable.wasm",
