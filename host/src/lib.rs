@@ -26,6 +26,8 @@
 //!   `/healthz`, `/readyz`).
 //! - [`request_head`]: the HTTP/1 head rules hyper leaves to us (`Host`,
 //!   the request target's form): 400 before any guest runs.
+//! - [`linger`]: early answers (413, 431, 503) that still reach a client
+//!   busy sending its request: lingering close, HTTP/2 bodies drained.
 //! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 connections, the access log,
 //!   errors turned into responses, graceful drain.
 //! - [`shutdown`]: the stop signals (Ctrl-C and SIGTERM).
@@ -40,6 +42,7 @@ pub mod body;
 pub mod config;
 pub mod guest_output;
 pub mod limits;
+pub mod linger;
 pub mod metrics;
 pub mod outbound;
 pub mod p3_client;

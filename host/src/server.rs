@@ -22,6 +22,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::WasiBody;
 
+use crate::linger::{self, Lingering};
 use crate::proxy::{self, Proxy, ProxyError};
 use crate::request_head;
 
@@ -123,12 +124,12 @@ pub async fn run(
                     if timeout(header_timeout, await_protocol(&stream)).await != Ok(true) {
                         return;
                     }
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
+                    let io = TokioIo::new(Lingering::new(stream));
+                    watcher.watch(builder.serve_connection(io, service)).await
                 }
                 Some(tls) => {
-                    let Ok(Ok(stream)) = timeout(header_timeout, tls.accept(stream)).await else {
+                    let accept = tls.accept(Lingering::new(stream));
+                    let Ok(Ok(stream)) = timeout(header_timeout, accept).await else {
                         return;
                     };
                     watcher
@@ -170,9 +171,11 @@ async fn serve(
     let uri = request.uri().clone();
     let response = if let Err(reason) = request_head::check(&mut request, local) {
         tracing::info!(%method, path = uri.path(), "bad request: {reason}");
+        linger::discard(request.version(), request.into_body());
         closing(plain_response(StatusCode::BAD_REQUEST))
     } else if head_size(&request) > proxy.limits.max_header_size {
         tracing::info!(%method, path = uri.path(), "request head too large");
+        linger::discard(request.version(), request.into_body());
         closing(plain_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
     } else {
         respond(proxy, request, scheme).await

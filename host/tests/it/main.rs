@@ -7,6 +7,7 @@ mod deploy;
 mod greeting;
 mod guest_failures;
 mod limits;
+mod linger;
 mod operations;
 mod outbound;
 mod protocol;

@@ -1,0 +1,153 @@
+//! Answers sent before the request was read to its end (413, 431, 400, 503)
+//! still reach a client that is busy sending it.
+//!
+//! Closing a TCP socket with unread bytes in its receive buffer makes the
+//! kernel send RST, and a client that gets RST throws away what it had not
+//! yet read: the answer it was meant to see. Hardened servers (nginx's
+//! "lingering close") therefore keep reading after such an answer. Here:
+//!
+//! - [`Lingering`], around every connection's socket: when hyper shuts the
+//!   connection down, it half-closes (FIN, after the answer), then reads and
+//!   throws away what the client still sends, until the client closes, for at
+//!   most [`LINGER_TIME`] and [`LINGER_BYTES`]. A client that closed first
+//!   costs one `read` that returns 0.
+//! - [`discard`], for HTTP/2, where the connection stays open: the rest of a
+//!   request body the guest will never read is read and thrown away within
+//!   the same bounds, so the stream ends the ordinary way instead of with
+//!   `RST_STREAM` while the client is still uploading (curl 7.88 loses the
+//!   answer then).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// How long, at most, a connection or stream keeps reading after its answer.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// How many bytes, at most, it reads and throws away meanwhile.
+pub const LINGER_BYTES: u64 = 16 << 20;
+
+/// A connection's socket, lingering on shutdown (see the module doc).
+pub struct Lingering<S> {
+    inner: S,
+    /// Set once the write side is shut down.
+    linger: Option<Linger>,
+}
+
+struct Linger {
+    deadline: Pin<Box<Sleep>>,
+    left: u64,
+}
+
+impl<S> Lingering<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            linger: None,
+        }
+    }
+
+    /// The socket inside.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Lingering<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.linger = Some(Linger {
+                deadline: Box::pin(tokio::time::sleep_until(Instant::now() + LINGER_TIME)),
+                left: LINGER_BYTES,
+            });
+        }
+        let Some(linger) = this.linger.as_mut() else {
+            unreachable!("set above");
+        };
+        let mut scratch = [0u8; 8192];
+        loop {
+            if linger.left == 0 || linger.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match ready!(Pin::new(&mut this.inner).poll_read(cx, &mut buf)) {
+                Ok(()) if !buf.filled().is_empty() => {
+                    linger.left = linger.left.saturating_sub(buf.filled().len() as u64);
+                }
+                // The client closed its side (or the socket failed): done.
+                Ok(()) | Err(_) => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+/// Reads the rest of an HTTP/2 request `body` the guest did not read, and
+/// throws it away, on a task of its own, within [`LINGER_TIME`] and
+/// [`LINGER_BYTES`]. Bodies of other versions are dropped: their connection
+/// closes after the answer, and [`Lingering`] covers it.
+pub fn discard<B>(version: http::Version, body: B)
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+{
+    if version != http::Version::HTTP_2 || body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let drain = async {
+            let mut body = std::pin::pin!(body);
+            let mut left = LINGER_BYTES;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    left = left.saturating_sub(hyper::body::Buf::remaining(data) as u64);
+                }
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
+}
