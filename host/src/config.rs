@@ -66,6 +66,19 @@ pub struct Config {
     #[arg(long, env = "WASI_SERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Log lines queued for the thread that writes stderr. When stderr
+    /// cannot keep up and the queue is full, further lines are dropped (a
+    /// request never waits for its log line) and counted in
+    /// `wasi_serve_log_lines_dropped_total`.
+    #[arg(
+        long,
+        env = "WASI_SERVE_LOG_QUEUE_LINES",
+        value_name = "LINES",
+        default_value_t = 65536,
+        value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |lines| lines as usize)
+    )]
+    pub log_queue_lines: usize,
+
     /// Reload the component when its file changes (SIGHUP reloads it too,
     /// with or without this flag). Requests in flight finish on the old one.
     #[arg(long, env = "WASI_SERVE_WATCH")]

@@ -22,6 +22,8 @@
 //! - [`body`]: the request body under its limit, the response body as the
 //!   client gets it.
 //! - [`reload`]: hot swap on SIGHUP or file change.
+//! - [`logging`]: the log on stderr, written by a thread of its own through
+//!   a bounded queue; lines dropped when it is full are counted.
 //! - [`metrics`]: Prometheus metrics, and the admin server (`/metrics`,
 //!   `/healthz`, `/readyz`).
 //! - [`request_head`]: the HTTP/1 head rules hyper leaves to us (`Host`,
@@ -43,6 +45,7 @@ pub mod config;
 pub mod guest_output;
 pub mod limits;
 pub mod linger;
+pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod p3_client;

@@ -1,15 +1,13 @@
 //! The `wasi-serve` command: parse the command line, start logging, load the
 //! component, bind, serve until a shutdown signal.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use wasi_serve::config::LogFormat;
 use wasi_serve::shutdown::Signals;
-use wasi_serve::{Config, Proxy, reload, server, tls};
+use wasi_serve::{Config, Proxy, logging, reload, server, tls};
 
 /// A request makes about 130 small heap allocations; mimalloc serves them
 /// faster than glibc's malloc (measured in docs/performance.md).
@@ -18,33 +16,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => logs.with_ansi(colours()).init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    logging::init(config.log_format, config.log_queue_lines);
     let json = matches!(config.log_format, LogFormat::Json);
-    match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = run(config);
+    match result {
+        Ok(()) => {
+            logging::flush();
+            ExitCode::SUCCESS
+        }
         // Every stderr line is JSON when asked for.
         Err(err) if json => {
             tracing::error!("{err:#}");
+            logging::flush();
             ExitCode::FAILURE
         }
         Err(err) => {
+            logging::flush();
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// Coloured logs on a terminal, unless `NO_COLOR` is set (no-color.org).
-fn colours() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn run(config: Config) -> Result<()> {
@@ -110,6 +101,7 @@ fn run(config: Config) -> Result<()> {
             let _ = stop.send(());
             let second = signals.recv().await;
             tracing::warn!("received {second} again, exiting without waiting");
+            logging::flush();
             std::process::exit(1);
         });
         let shutdown = async {

@@ -11,11 +11,12 @@ use http::{StatusCode, header};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -40,6 +41,24 @@ struct ComponentLabels {
     hash: String,
     /// The WASI release of its handler: `0.2` or `0.3`.
     wasi: &'static str,
+}
+
+/// The log's count of dropped lines, read when scraped.
+#[derive(Debug)]
+struct LogDrops;
+
+impl TypedMetric for LogDrops {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for LogDrops {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&crate::logging::dropped_lines(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// Every metric the host keeps. Cheap to update on the request path: atomic
@@ -111,6 +130,11 @@ impl Metrics {
             "rejected",
             "Requests turned away with 503 (no instance slot)",
             rejected.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log queue was full (--log-queue-lines)",
+            LogDrops,
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register("reloads", "Component reloads, by outcome", reloads.clone());

@@ -17,6 +17,7 @@
 //! | `/stream/{n}` | 200 with a body of `n` bytes |
 //! | `/echo` | 200 with the request body |
 //! | `/print/{n}` | writes a line to stdout and stderr, then `n` 100-byte lines to stdout; 200 |
+//! | `/status/{code}` | answers `code` with the body `status {code}` |
 //! | `/fetch?{url}` | GETs `url` through `wasi:http/outgoing-handler`; 200 with its body, or 502 with the error |
 //! | `/env` | 200 with the guest's environment, one `KEY=VALUE` line each |
 //! | `/print-lines` | writes `before`, an empty line and `after` to stdout; 200 |
@@ -158,6 +159,10 @@ impl Guest for TestGuest {
                 loop {
                     stdout.blocking_write_and_flush(&[]).expect("empty print");
                 }
+            }
+            "status" => {
+                let status = rest.parse().unwrap_or(500);
+                respond(response_out, status, format!("status {status}").as_bytes());
             }
             "fetch" => match fetch(query) {
                 Ok(body) => respond(response_out, 200, &body),

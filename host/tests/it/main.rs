@@ -8,6 +8,7 @@ mod greeting;
 mod guest_failures;
 mod limits;
 mod linger;
+mod logging;
 mod operations;
 mod outbound;
 mod protocol;

@@ -153,6 +153,7 @@ async fn every_metric_exists_at_zero_from_the_start() {
         "wasi_serve_guest_traps_total",
         "wasi_serve_timeouts_total",
         "wasi_serve_rejected_total",
+        "wasi_serve_log_lines_dropped_total",
         "wasi_serve_requests_in_flight",
         "wasi_serve_request_duration_seconds_count",
         "wasi_serve_instantiation_duration_seconds_count",

@@ -216,12 +216,20 @@ pub struct ServeProcess {
     /// The admin server's address, when started with `--admin-addr`.
     pub admin: Option<SocketAddr>,
     logs: mpsc::UnboundedReceiver<String>,
+    /// Stderr, when it is left unread (see [`Self::start_unread`]).
+    pub stderr: Option<tokio::process::ChildStderr>,
 }
 
 impl ServeProcess {
     /// Starts the binary on a free port and waits for the address it prints.
     pub async fn start(args: &[&str]) -> Self {
-        Self::spawn(Command::new(SERVE_BIN), args).await
+        Self::spawn(Command::new(SERVE_BIN), args, true).await
+    }
+
+    /// As [`Self::start`], but nobody reads stderr: once the pipe is full,
+    /// the server's log cannot be written. `stderr` is there to read later.
+    pub async fn start_unread(args: &[&str]) -> Self {
+        Self::spawn(Command::new(SERVE_BIN), args, false).await
     }
 
     /// Starts the binary allowed onto one CPU only (`taskset`, which runs it
@@ -229,10 +237,10 @@ impl ServeProcess {
     pub async fn start_on_one_cpu(args: &[&str]) -> Self {
         let mut taskset = Command::new("taskset");
         taskset.args(["--cpu-list", "0", SERVE_BIN]);
-        Self::spawn(taskset, args).await
+        Self::spawn(taskset, args, true).await
     }
 
-    async fn spawn(mut command: Command, args: &[&str]) -> Self {
+    async fn spawn(mut command: Command, args: &[&str], read_stderr: bool) -> Self {
         let mut child = command
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
@@ -267,19 +275,26 @@ impl ServeProcess {
             None
         };
         let (sender, logs) = mpsc::unbounded_channel();
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                if sender.send(line).is_err() {
-                    break;
+        let stderr = child.stderr.take().expect("stderr piped");
+        let stderr = if read_stderr {
+            let mut lines = BufReader::new(stderr).lines();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+            None
+        } else {
+            Some(stderr)
+        };
         Self {
             child,
             addr,
             admin,
             logs,
+            stderr,
         }
     }
 

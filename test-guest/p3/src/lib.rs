@@ -17,6 +17,7 @@
 //! | `/stream/{n}` | 200 with a body of `n` bytes |
 //! | `/echo` | 200 with the request body |
 //! | `/print/{n}` | writes a line to stdout and stderr, then `n` 100-byte lines to stdout; 200 |
+//! | `/status/{code}` | answers `code` with the body `status {code}` |
 //! | `/fetch?{url}` | GETs `url` through `wasi:http/client` (with no path if `url` has none); 200 with its body, or 502 with the error |
 //! | `/env` | 200 with the guest's environment, one `KEY=VALUE` line each |
 //! | `/hoard` | creates header-field resources without end, never dropping one |
@@ -185,6 +186,10 @@ impl Guest for TestGuest {
                     let (result, _) = out.write(Vec::new()).await;
                     assert!(result != StreamResult::Dropped, "empty print");
                 }
+            }
+            "status" => {
+                let status = rest.parse().unwrap_or(500);
+                respond(status, format!("status {status}").into_bytes())
             }
             "fetch" => match fetch(query).await {
                 Ok(body) => respond(200, body),

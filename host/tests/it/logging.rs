@@ -1,0 +1,66 @@
+//! The log never holds a request up, and what it cannot write is counted.
+
+use http::{Method, StatusCode};
+use tokio::io::AsyncReadExt;
+
+use crate::support::{STEP, ServeProcess, build, get, http1, read, test_guest};
+
+/// Requests sent while stderr is a pipe nobody reads.
+const REQUESTS: usize = 3000;
+
+/// With stderr blocked and a 16-line queue, every request is still answered
+/// at once; the lines that did not fit are dropped and counted in
+/// `/metrics`, and once stderr is read again, the access lines written plus
+/// the lines counted as dropped account for every request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_log_queue_drops_lines_counts_them_and_holds_no_request_up() {
+    let guest = test_guest();
+    let mut serve = ServeProcess::start_unread(&[
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--log-queue-lines",
+        "16",
+        guest.to_str().unwrap(),
+    ])
+    .await;
+    let admin = serve.admin.expect("admin address printed");
+    let mut sender = http1(serve.addr).await;
+    for n in 0..REQUESTS {
+        let request = build(Method::GET, serve.addr, &format!("/log-{n}"));
+        let reply = tokio::time::timeout(STEP, async {
+            sender.ready().await.expect("connection open");
+            read(sender.send_request(request).await.expect("a response")).await
+        })
+        .await
+        .unwrap_or_else(|_| panic!("request {n} held up"));
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, format!("Howdy, log-{n}!"));
+    }
+
+    let page = get(admin, "/metrics").await.body;
+    let dropped: usize = page
+        .lines()
+        .find_map(|line| line.strip_prefix("wasi_serve_log_lines_dropped_total "))
+        .expect("the dropped-lines counter is exposed")
+        .parse()
+        .expect("a count");
+    assert!(dropped > 0, "a blocked stderr drops lines: {page}");
+
+    serve.signal("TERM");
+    let mut stderr = serve.stderr.take().expect("stderr left unread");
+    let mut log = String::new();
+    tokio::time::timeout(STEP, stderr.read_to_string(&mut log))
+        .await
+        .expect("stderr ends when the server exits")
+        .expect("stderr is text");
+    let written = log
+        .lines()
+        .filter(|line| line.contains("wasi_serve::access") && line.contains("path=\"/log-"))
+        .count();
+    assert!(written < REQUESTS, "some lines were dropped");
+    assert!(
+        written + dropped >= REQUESTS,
+        "{written} access lines written and {dropped} lines dropped for {REQUESTS} requests"
+    );
+    assert_eq!(serve.exit_code().await, Some(0));
+}
