@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def table(data: dict) -> list[list[str]]:
     results, uncached = data["results"], data["uncached"]
-    ref = {k: statistics.median(v) for k, v in results["wasmtime serve"].items()}
+    ref = {k: statistics.median(v) for k, v in results["wasmtime serve"].items() if v}
     same = results.get("wasmtime serve 50.0.1")
     ref50 = statistics.median(same["rps"]) if same else None
     rows = []
@@ -423,6 +423,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--max-seconds", type=int, default=600, help="hard bound on the whole run")
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--from", dest="from_json", type=Path, help="report on a run saved before")
     args = parser.parse_args()
 
     def out_of_time(*_):
@@ -432,13 +433,16 @@ def main() -> int:
     signal.signal(signal.SIGALRM, out_of_time)
     signal.alarm(args.max_seconds)
     try:
-        data = run(args)
+        data = json.loads(args.from_json.read_text()) if args.from_json else run(args)
         tools = setup()
     finally:
         for proc in list(running):
             stop(proc)
         signal.alarm(0)
 
+    # The measurements first, so a report can be made again from them
+    # (`--from target/bench.json`) without measuring again.
+    (TARGET / "bench.json").write_text(json.dumps(data))
     rows = table(data)
     print()
     print(markdown(rows))
