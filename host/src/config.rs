@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::limits::Limits;
 use crate::outbound::OriginPattern;
+use crate::units::parse_duration;
 
 /// Serve a `wasi:http/proxy` WebAssembly component over HTTP.
 ///
@@ -107,75 +109,9 @@ pub struct Config {
     )]
     pub env: Vec<(String, String)>,
 
-    /// Longest a request may take, from its arrival to the guest's last byte;
-    /// past it a guest is interrupted (even in an endless loop) and the
-    /// client gets 504.
-    #[arg(
-        long,
-        env = "WASI_SERVE_REQUEST_TIMEOUT",
-        default_value = "30s",
-        value_parser = parse_duration,
-    )]
-    pub request_timeout: Duration,
-
-    /// Most linear memory one instance may grow to (e.g. `128MiB`); a guest
-    /// that needs more fails alone with a 500.
-    #[arg(
-        long,
-        env = "WASI_SERVE_MAX_MEMORY",
-        default_value = "128MiB",
-        value_parser = parse_size,
-    )]
-    pub max_memory: u64,
-
-    /// Most requests served at once; each holds one instance. As many again
-    /// may wait up to `--queue-timeout` for a slot, then get 503; past that
-    /// queue, 503 at once.
-    #[arg(
-        long,
-        env = "WASI_SERVE_MAX_CONCURRENT_REQUESTS",
-        default_value_t = 1000,
-        value_parser = clap::value_parser!(u32).range(1..=100_000),
-    )]
-    pub max_concurrent_requests: u32,
-
-    /// How long a request may wait for a free slot before it gets 503.
-    #[arg(
-        long,
-        env = "WASI_SERVE_QUEUE_TIMEOUT",
-        default_value = "1s",
-        value_parser = parse_duration,
-    )]
-    pub queue_timeout: Duration,
-
-    /// Largest request body accepted (e.g. `10MiB`); larger ones get 413.
-    #[arg(
-        long,
-        env = "WASI_SERVE_MAX_REQUEST_BODY",
-        default_value = "10MiB",
-        value_parser = parse_size,
-    )]
-    pub max_request_body: u64,
-
-    /// Largest request head (request line and headers) accepted, 8KiB to
-    /// 1MiB; larger ones get 431.
-    #[arg(
-        long,
-        env = "WASI_SERVE_MAX_HEADER_SIZE",
-        default_value = "64KiB",
-        value_parser = parse_size,
-    )]
-    pub max_header_size: u64,
-
-    /// How long a client may take to send a request's headers (and to start
-    /// talking after connecting); slower connections are closed.
-    #[arg(
-        long,
-        env = "WASI_SERVE_HEADER_READ_TIMEOUT",
-        default_value = "10s",
-        value_parser = parse_duration,
-    )]
-    pub header_read_timeout: Duration,
+    /// The limits on guests and clients (see [`Limits`]).
+    #[command(flatten)]
+    pub limits: Limits,
 
     /// How long requests in flight may take to finish once Ctrl-C or SIGTERM
     /// is received; then they are cut. A second signal exits at once.
@@ -214,21 +150,6 @@ impl Config {
     }
 }
 
-/// The longest duration accepted for any timeout.
-const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// A duration such as `30s`, `500ms` or `2m`, from zero (refused) to a day.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
-    if duration.is_zero() {
-        return Err("must be more than zero".into());
-    }
-    if duration > MAX_DURATION {
-        return Err("must be at most a day (24h)".into());
-    }
-    Ok(duration)
-}
-
 /// `KEY=VALUE`, or `KEY` for the host's own value of it.
 fn parse_env_var(text: &str) -> Result<(String, String), String> {
     let (key, value) = match text.split_once('=') {
@@ -247,101 +168,18 @@ fn parse_env_var(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value))
 }
 
-/// A byte size such as `128MiB`, `64KiB`, `1GiB` or a plain number of bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size such as `64KiB` or `128MiB`"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "KB" => 1 << 10,
-        "MiB" | "M" | "MB" => 1 << 20,
-        "GiB" | "G" | "GB" => 1 << 30,
-        other => return Err(format!("unknown unit `{other}` (use B, KiB, MiB or GiB)")),
-    };
-    match number.checked_mul(scale) {
-        Some(0) => Err("must be more than zero".into()),
-        Some(bytes) => Ok(bytes),
-        None => Err(format!("`{text}` is too large")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("128MiB"), Ok(128 << 20));
-        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12XB").is_err());
-        assert!(parse_size("MiB").is_err());
-        assert!(parse_size("99999999999GiB").is_err());
-    }
-
-    #[test]
-    fn durations_must_be_positive() {
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("300000000000y").is_err());
-        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
-    }
-
-    /// Properties of the size and duration parsers, over arbitrary input.
+    /// Properties of the environment-variable parser, over arbitrary input.
     mod properties {
         use super::super::*;
         use proptest::prelude::*;
-
-        const UNITS: [(&str, u64); 7] = [
-            ("", 1),
-            ("B", 1),
-            ("KiB", 1 << 10),
-            ("K", 1 << 10),
-            ("MiB", 1 << 20),
-            ("MB", 1 << 20),
-            ("GiB", 1 << 30),
-        ];
 
         proptest! {
             /// Any text parses or is refused with a message; nothing panics.
             #[test]
             fn parsers_never_panic(text in any::<String>()) {
-                let _ = parse_size(&text);
-                let _ = parse_duration(&text);
                 let _ = parse_env_var(&text);
-            }
-
-            /// `N<unit>` is N times the unit, or refused when that is zero
-            /// or does not fit in 64 bits.
-            #[test]
-            fn sizes_scale_by_their_unit(n in any::<u64>(), unit in 0..UNITS.len()) {
-                let (suffix, scale) = UNITS[unit];
-                let parsed = parse_size(&format!("{n}{suffix}"));
-                match n.checked_mul(scale) {
-                    Some(0) | None => prop_assert!(parsed.is_err()),
-                    Some(bytes) => prop_assert_eq!(parsed, Ok(bytes)),
-                }
-            }
-
-            /// A duration in milliseconds is accepted from 1 ms to a day,
-            /// and refused outside.
-            #[test]
-            fn durations_are_bounded(ms in 0u64..200_000_000) {
-                let parsed = parse_duration(&format!("{ms}ms"));
-                if ms == 0 || ms > 86_400_000 {
-                    prop_assert!(parsed.is_err());
-                } else {
-                    prop_assert_eq!(parsed, Ok(Duration::from_millis(ms)));
-                }
             }
 
             /// `KEY=VALUE` splits at the first `=`; the value may hold more.

@@ -5,9 +5,10 @@
 //!
 //! Data flows one way, from the socket to the guest and back:
 //!
-//! - [`config`]: the command line (every flag also an environment variable).
-//! - [`limits`]: the limits' settings, admission into instance slots, the
-//!   memory limiter.
+//! - [`config`]: the command line (every flag also an environment variable);
+//!   [`units`]: the sizes and durations written on it.
+//! - [`limits`]: the limits, each declared once with where it is enforced;
+//!   admission into instance slots; the memory limiter.
 //! - [`runtime`]: built once: engine (pooling allocator, epoch ticker) and
 //!   linker; compiles and checks components, so a bad one never serves.
 //! - [`state`]: what each request's store holds, and what it grants the guest.
@@ -21,11 +22,14 @@
 //!   `handler`) behind one interface, and which one a component has.
 //! - [`body`]: the request body under its limit, the response body as the
 //!   client gets it.
+//! - [`response_body`]: a WASI 0.2 response body the guest left open is cut
+//!   off, not ended as if complete.
 //! - [`reload`]: hot swap on SIGHUP or file change.
 //! - [`logging`]: the log on stderr, written by a thread of its own through
 //!   a bounded queue; lines dropped when it is full are counted.
-//! - [`metrics`]: Prometheus metrics, and the admin server (`/metrics`,
-//!   `/healthz`, `/readyz`).
+//! - [`metrics`]: Prometheus metrics.
+//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`), given
+//!   the metrics and a readiness handle.
 //! - [`request_head`]: the HTTP/1 head rules hyper leaves to us (`Host`,
 //!   the request target's form): 400 before any guest runs.
 //! - [`linger`]: early answers (413, 431, 503) that still reach a client
@@ -35,11 +39,14 @@
 //! - [`shutdown`]: the stop signals (Ctrl-C and SIGTERM).
 //! - [`tls`]: the HTTPS acceptor (rustls, ALPN h2 and http/1.1).
 //!
-//! `main.rs` only parses the command line, starts logging, loads the
-//! component, binds, and calls [`server::run`], so tests run the same server
-//! in-process on port 0.
+//! [`app`] starts all of it in one call ([`app::App::start`], given the
+//! bound listeners). `main.rs` only parses the command line, starts logging,
+//! binds, calls it and waits for a stop signal, so tests run the same server
+//! in-process on port 0, admin, TLS and reload included.
 
 pub mod abi;
+pub mod admin;
+pub mod app;
 pub mod body;
 pub mod config;
 pub mod guest_output;
@@ -52,11 +59,13 @@ pub mod p3_client;
 pub mod proxy;
 pub mod reload;
 pub mod request_head;
+pub mod response_body;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod tls;
+pub mod units;
 
 pub use config::Config;
 pub use proxy::Proxy;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::Config;
+use crate::units::{parse_duration, parse_size};
 
 /// hyper refuses a smaller read buffer than this for HTTP/1.
 pub const MIN_HEADER_SIZE: u64 = 8 * 1024;
@@ -24,50 +24,113 @@ pub const MAX_GUEST_RESOURCES: usize = 10_000;
 /// Largest header field a guest may build, in bytes.
 pub const MAX_GUEST_FIELD_SIZE: usize = 64 * 1024;
 
-/// The limits in force, taken from the command line.
-#[derive(Debug, Clone)]
+/// The limits in force: each declared here once, as a command-line option
+/// (flattened into [`Config`](crate::config::Config)) whose parser checks
+/// its range, so a value out of range is a usage error (exit 2) naming the
+/// flag. Where each is enforced:
+///
+/// | limit | enforced in |
+/// | --- | --- |
+/// | `--request-timeout` | `proxy.rs`: the guest's run under `tokio::time::timeout`, interrupted by epoch |
+/// | `--max-memory` | [`MemoryLimiter`] (every store), and the pool's memory size (`runtime.rs`) |
+/// | `--max-concurrent-requests` | [`Admission`], and the pool's instance count (`runtime.rs`) |
+/// | `--queue-timeout` | [`Admission::admit`] |
+/// | `--max-request-body` | `proxy.rs` (declared length) and `body.rs` (counted while read) |
+/// | `--max-header-size` | `server.rs`: hyper's buffers, and the 431 check |
+/// | `--header-read-timeout` | `server.rs`: hyper's HTTP/1 header timeout, the protocol sniff and the TLS handshake |
+#[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
-    /// Arrival to last byte; past it the guest is interrupted (504).
+    /// Longest a request may take, from its arrival to the guest's last byte;
+    /// past it a guest is interrupted (even in an endless loop) and the
+    /// client gets 504.
+    #[arg(
+        long,
+        env = "WASI_SERVE_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_duration,
+    )]
     pub request_timeout: Duration,
-    /// Largest linear memory an instance may have.
+
+    /// Most linear memory one instance may grow to (e.g. `128MiB`); a guest
+    /// that needs more fails alone with a 500.
+    #[arg(
+        long,
+        env = "WASI_SERVE_MAX_MEMORY",
+        default_value = "128MiB",
+        value_parser = parse_memory,
+    )]
     pub max_memory: usize,
-    /// Instances alive at once.
+
+    /// Most requests served at once; each holds one instance. As many again
+    /// may wait up to `--queue-timeout` for a slot, then get 503; past that
+    /// queue, 503 at once.
+    #[arg(
+        long,
+        env = "WASI_SERVE_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
     pub max_concurrent_requests: u32,
-    /// Longest wait for an instance slot before 503.
+
+    /// How long a request may wait for a free slot before it gets 503.
+    #[arg(
+        long,
+        env = "WASI_SERVE_QUEUE_TIMEOUT",
+        default_value = "1s",
+        value_parser = parse_duration,
+    )]
     pub queue_timeout: Duration,
-    /// Largest request body (413 beyond).
+
+    /// Largest request body accepted (e.g. `10MiB`); larger ones get 413.
+    #[arg(
+        long,
+        env = "WASI_SERVE_MAX_REQUEST_BODY",
+        default_value = "10MiB",
+        value_parser = parse_size,
+    )]
     pub max_request_body: u64,
-    /// Largest request head (431 beyond).
+
+    /// Largest request head (request line and headers) accepted, 8KiB to
+    /// 1MiB; larger ones get 431.
+    #[arg(
+        long,
+        env = "WASI_SERVE_MAX_HEADER_SIZE",
+        default_value = "64KiB",
+        value_parser = parse_header_size,
+    )]
     pub max_header_size: u64,
-    /// Time allowed to send a request head, or a first byte after connecting.
+
+    /// How long a client may take to send a request's headers (and to start
+    /// talking after connecting); slower connections are closed.
+    #[arg(
+        long,
+        env = "WASI_SERVE_HEADER_READ_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration,
+    )]
     pub header_read_timeout: Duration,
 }
 
-impl Limits {
-    /// The limits `config` asks for, checked.
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            config.max_header_size >= MIN_HEADER_SIZE,
-            "--max-header-size must be at least 8KiB"
-        );
-        anyhow::ensure!(
-            config.max_header_size <= MAX_HEADER_SIZE,
-            "--max-header-size cannot exceed 1MiB"
-        );
-        anyhow::ensure!(
-            config.max_memory <= 4 << 30,
-            "--max-memory cannot exceed 4GiB, the most a 32-bit memory can hold"
-        );
-        Ok(Self {
-            request_timeout: config.request_timeout,
-            max_memory: config.max_memory as usize,
-            max_concurrent_requests: config.max_concurrent_requests,
-            queue_timeout: config.queue_timeout,
-            max_request_body: config.max_request_body,
-            max_header_size: config.max_header_size,
-            header_read_timeout: config.header_read_timeout,
-        })
+/// `--max-header-size`: a size from 8KiB (hyper's smallest HTTP/1 buffer)
+/// to 1MiB (hyper buffers twice that per connection).
+fn parse_header_size(text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    if size < MIN_HEADER_SIZE {
+        return Err("must be at least 8KiB".into());
     }
+    if size > MAX_HEADER_SIZE {
+        return Err("cannot exceed 1MiB".into());
+    }
+    Ok(size)
+}
+
+/// `--max-memory`: a size up to 4GiB, the most a 32-bit memory can hold.
+fn parse_memory(text: &str) -> Result<usize, String> {
+    let size = parse_size(text)?;
+    if size > 4 << 30 {
+        return Err("cannot exceed 4GiB, the most a 32-bit memory can hold".into());
+    }
+    usize::try_from(size).map_err(|_| "too large for this machine".into())
 }
 
 /// Admission into the instance slots: one permit per instance, a bounded

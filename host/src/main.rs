@@ -1,13 +1,15 @@
-//! The `wasi-serve` command: parse the command line, start logging, load the
-//! component, bind, serve until a shutdown signal.
+//! The `wasi-serve` command: parse the command line, start logging, bind,
+//! start the server ([`App::start`]), stop it on a signal.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use tokio::net::TcpListener;
+use wasi_serve::app::{App, Listeners};
 use wasi_serve::config::LogFormat;
 use wasi_serve::shutdown::Signals;
-use wasi_serve::{Config, Proxy, logging, reload, server, tls};
+use wasi_serve::{Config, logging, reload};
 
 /// A request makes about 130 small heap allocations; mimalloc serves them
 /// faster than glibc's malloc (measured in docs/performance.md).
@@ -54,59 +56,33 @@ fn run(config: Config) -> Result<()> {
     tokio.block_on(async {
         let mut signals = Signals::new()?;
         let hangup = reload::Hangup::install()?;
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-            _ => None,
-        };
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let proxy = Proxy::load(&config)?;
-        let listener = tokio::net::TcpListener::bind(config.addr)
+        let http = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("failed to listen on `{}`", config.addr))?;
-        // The first line on stderr names the URL (test harnesses such as the
-        // WASI test suite's read it there), followed by a space even in
-        // JSON, where a quote would otherwise end it.
-        let url = format!("{scheme}://{}", listener.local_addr()?);
-        let guest = proxy.current();
-        tracing::info!(
-            component = %config.component.display(),
-            "listening on {url} (WASI {} component)",
-            guest.wasi()
-        );
-        guest.log_compiled();
-        drop(guest);
-        tracing::info!(workers = cpus, "async runtime started");
-        // Watch before announcing the address: a change made as soon as the
-        // server is up must not be missed.
-        reload::spawn(proxy.clone(), config.watch, hangup)?;
         let admin = match config.admin_addr {
             Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
+                TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("failed to listen on `{addr}` (--admin-addr)"))?,
             ),
             None => None,
         };
-        println!("listening on {url}");
-        if let Some(admin) = admin {
-            println!("admin on http://{}", admin.local_addr()?);
-            tokio::spawn(wasi_serve::metrics::serve_admin(admin, proxy.clone()));
+        let app = App::start(&config, Listeners { http, admin }, Some(hangup)).await?;
+        tracing::info!(workers = cpus, "async runtime started");
+        println!("listening on {}", app.url());
+        if let Some(admin) = app.admin_addr() {
+            println!("admin on http://{admin}");
         }
 
         // The first signal drains; a second one exits at once.
-        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let first = signals.recv().await;
+        tracing::info!("received {first}, shutting down");
         tokio::spawn(async move {
-            let first = signals.recv().await;
-            tracing::info!("received {first}, shutting down");
-            let _ = stop.send(());
             let second = signals.recv().await;
             tracing::warn!("received {second} again, exiting without waiting");
             logging::flush();
             std::process::exit(1);
         });
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        server::run(listener, proxy, tls, shutdown, config.shutdown_timeout).await
+        app.stop().await
     })
 }

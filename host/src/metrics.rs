@@ -1,16 +1,10 @@
-//! What operators can see inside: Prometheus metrics, and the admin server
-//! (`--admin-addr`) that exposes them with health and readiness checks.
+//! What operators can see inside: Prometheus metrics, kept cheap to update
+//! on the request path; [`crate::admin`] serves them.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{StatusCode, header};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,9 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-
-use crate::proxy::Proxy;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
@@ -213,6 +204,11 @@ impl Metrics {
         InFlight(&self.in_flight)
     }
 
+    /// How many requests are being handled now.
+    pub fn requests_in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
     /// The metrics in the text exposition format.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -228,47 +224,5 @@ pub struct InFlight<'a>(&'a Gauge);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.dec();
-    }
-}
-
-/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (a
-/// component is loaded and the server is not draining) on `listener`.
-pub async fn serve_admin(listener: TcpListener, proxy: Arc<Proxy>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let (status, content_type, body) = match request.uri().path() {
-                    "/metrics" => (
-                        StatusCode::OK,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        proxy.metrics.render(),
-                    ),
-                    "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
-                    "/readyz" if !proxy.draining.load(Ordering::Relaxed) => {
-                        (StatusCode::OK, "text/plain", "ready\n".into())
-                    }
-                    "/readyz" => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        "draining\n".into(),
-                    ),
-                    _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-                };
-                let response = hyper::Response::builder()
-                    .status(status)
-                    .header(header::CONTENT_TYPE, content_type)
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("valid response");
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
     }
 }

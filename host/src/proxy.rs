@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -20,6 +19,7 @@ use tokio::sync::oneshot;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiBody;
 
+use crate::admin::Readiness;
 use crate::body::{self, Flags, GuestBody};
 use crate::config::Config;
 use crate::guest_output::RequestTag;
@@ -79,24 +79,24 @@ pub struct Proxy {
     runtime: Runtime,
     guest: ArcSwap<Guest>,
     /// The component's file, for reloads.
-    pub path: PathBuf,
+    path: PathBuf,
     /// The limits in force.
-    pub limits: Limits,
+    limits: Limits,
     admission: Admission,
     outbound: Outbound,
     /// The guests' environment variables (`--env`).
     env: Arc<[(String, String)]>,
     /// What operators can scrape.
-    pub metrics: Arc<Metrics>,
-    /// Set once shutdown has begun (readiness turns false).
-    pub draining: AtomicBool,
+    metrics: Arc<Metrics>,
+    /// False once shutdown has begun.
+    readiness: Readiness,
 }
 
 impl Proxy {
     /// Builds the runtime and loads `config.component`; fails with one line
     /// naming the file and the reason.
     pub fn load(config: &Config) -> anyhow::Result<Arc<Self>> {
-        let limits = Limits::from_config(config)?;
+        let limits = config.limits.clone();
         let runtime = Runtime::new(&limits, config.cache_dir().as_deref())?;
         let guest = runtime.load(&config.component)?;
         let metrics = Arc::new(Metrics::new());
@@ -110,8 +110,29 @@ impl Proxy {
             env: config.env.clone().into(),
             limits,
             metrics,
-            draining: AtomicBool::new(false),
+            readiness: Readiness::default(),
         }))
+    }
+
+    /// The component's file, which reloads read again.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether the host takes new requests; the server turns it off when
+    /// shutdown begins, the admin listener reports it.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
     }
 
     /// The runtime components are compiled with.

@@ -39,17 +39,32 @@ impl Hangup {
     }
 }
 
-/// Starts reloading `proxy`'s component on SIGHUP and, if `watch`, whenever
-/// its file changes. Runs until the process ends; reloads never overlap.
-pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Hangup) -> Result<()> {
+/// Asks for a reload, as SIGHUP does.
+#[derive(Clone)]
+pub struct Reloader {
+    wake: Arc<Notify>,
+}
+
+impl Reloader {
+    /// Loads the component file again (after the debounce); a file that
+    /// did not change is not reloaded.
+    pub fn reload(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Starts reloading `proxy`'s component on SIGHUP (when `hangup` is given),
+/// on [`Reloader::reload`], and, if `watch`, whenever its file changes.
+/// Runs until the runtime ends; reloads never overlap.
+pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Option<Hangup>) -> Result<Reloader> {
     let wake = Arc::new(Notify::new());
     let watcher = if watch {
-        Some(watch_file(&proxy.path, wake.clone())?)
+        Some(watch_file(proxy.path(), wake.clone())?)
     } else {
         None
     };
     #[cfg(unix)]
-    {
+    if let Some(hangup) = hangup {
         let mut hangup = hangup.signal;
         let wake = wake.clone();
         tokio::spawn(async move {
@@ -61,6 +76,7 @@ pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Hangup) -> Result<()> {
     }
     #[cfg(not(unix))]
     let _ = hangup;
+    let reloader = Reloader { wake: wake.clone() };
     tokio::spawn(async move {
         let _watcher = watcher; // watching stops when it is dropped
         loop {
@@ -73,7 +89,7 @@ pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Hangup) -> Result<()> {
             reload(&proxy).await;
         }
     });
-    Ok(())
+    Ok(reloader)
 }
 
 /// Watches the directory holding `path` (so replacement by rename is seen)
@@ -103,11 +119,11 @@ fn watch_file(path: &Path, wake: Arc<Notify>) -> Result<notify::RecommendedWatch
 
 /// Loads the component file again and, if it differs and loads, swaps it in.
 async fn reload(proxy: &Arc<Proxy>) {
-    let path: PathBuf = proxy.path.clone();
+    let path: PathBuf = proxy.path().to_path_buf();
     let bytes = match tokio::fs::read(&path).await {
         Ok(bytes) => bytes,
         Err(err) => {
-            proxy.metrics.reloaded("rejected");
+            proxy.metrics().reloaded("rejected");
             tracing::warn!(path = %path.display(), "reload rejected: cannot read the file: {err}; still serving the old component");
             return;
         }
@@ -125,7 +141,7 @@ async fn reload(proxy: &Arc<Proxy>) {
         Ok(Ok(guest)) => {
             let (new_hash, wasi) = (guest.hash.clone(), guest.wasi());
             let old = proxy.swap(guest);
-            proxy.metrics.reloaded("ok");
+            proxy.metrics().reloaded("ok");
             tracing::info!(
                 old = old.hash,
                 new = new_hash,
@@ -135,7 +151,7 @@ async fn reload(proxy: &Arc<Proxy>) {
             );
         }
         Ok(Err(err)) => {
-            proxy.metrics.reloaded("rejected");
+            proxy.metrics().reloaded("rejected");
             tracing::warn!(
                 path = %path.display(),
                 still_serving = old.hash,

@@ -12,7 +12,7 @@ use crate::state::GuestState;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, Resource};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
     PoolingAllocationConfig,
@@ -63,8 +63,8 @@ impl Flavor {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
-        io_without_wasi_ctx(&mut linker)?;
-        note_response_bodies(&mut linker)?;
+        crate::state::io_without_wasi_ctx(&mut linker)?;
+        crate::response_body::add_to_linker(&mut linker)?;
         if concurrent {
             // WASI 0.3 beside it: its interfaces are `@0.3.x`, no clashes.
             wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
@@ -222,61 +222,6 @@ impl CompileReport {
             "compiled component"
         );
     }
-}
-
-/// Replaces `outgoing-response.body` with the same call that also notes
-/// which body is the response's, so that a guest returning with it still
-/// open is caught: wasmtime-wasi-http ends such a body as if it were
-/// complete when the store goes, and the client would take a truncated
-/// response for a whole one.
-fn note_response_bodies(linker: &mut Linker<GuestState>) -> Result<()> {
-    use wasmtime_wasi_http::WasiHttpView as _;
-    use wasmtime_wasi_http::p2::bindings::http::types::HostOutgoingResponse as _;
-    use wasmtime_wasi_http::p2::body::HostOutgoingBody;
-    use wasmtime_wasi_http::p2::types::HostOutgoingResponse;
-
-    linker.allow_shadowing(true);
-    linker
-        .instance("wasi:http/types@0.2.12")
-        .map_err(anyhow::Error::from)?
-        .func_wrap(
-            "[method]outgoing-response.body",
-            |mut store, (response,): (Resource<HostOutgoingResponse>,)| {
-                let state: &mut GuestState = store.data_mut();
-                let body: Result<Resource<HostOutgoingBody>, ()> = state.http().body(response)?;
-                if let Ok(body) = &body {
-                    state.response_body_taken(body);
-                }
-                Ok((body,))
-            },
-        )
-        .map_err(anyhow::Error::from)?;
-    linker.allow_shadowing(false);
-    Ok(())
-}
-
-/// Links `wasi:io` (errors, polls, streams) again, to the resource table
-/// alone. wasmtime-wasi reaches that table through the whole WASI context,
-/// which [`GuestState`] builds only when a guest needs it; every HTTP
-/// handler writes its body through `wasi:io/streams`, and should not pay for
-/// random generators and clocks it never uses.
-fn io_without_wasi_ctx(linker: &mut Linker<GuestState>) -> Result<()> {
-    use wasmtime_wasi_io::bindings::wasi::io::{error, poll, streams};
-
-    linker.allow_shadowing(true);
-    error::add_to_linker::<_, TableOnly>(linker, GuestState::table).map_err(anyhow::Error::from)?;
-    poll::add_to_linker::<_, TableOnly>(linker, GuestState::table).map_err(anyhow::Error::from)?;
-    streams::add_to_linker::<_, TableOnly>(linker, GuestState::table)
-        .map_err(anyhow::Error::from)?;
-    linker.allow_shadowing(false);
-    Ok(())
-}
-
-/// What the `wasi:io` host functions get: the resource table.
-struct TableOnly;
-
-impl wasmtime::component::HasData for TableOnly {
-    type Data<'a> = &'a mut wasmtime::component::ResourceTable;
 }
 
 /// A short SHA-256 of `bytes`, enough to tell two builds apart in a log.

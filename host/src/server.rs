@@ -64,7 +64,7 @@ pub async fn run(
     } else {
         Scheme::HTTP
     };
-    let limits = &proxy.limits;
+    let limits = proxy.limits();
     let header_timeout = limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -144,9 +144,7 @@ pub async fn run(
     }
 
     drop(listener);
-    proxy
-        .draining
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    proxy.readiness().set_draining();
     tracing::info!("stopped accepting; draining requests in flight");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
@@ -166,14 +164,14 @@ async fn serve(
     local: SocketAddr,
 ) -> hyper::Response<WasiBody> {
     let started = Instant::now();
-    let _in_flight = proxy.metrics.in_flight();
+    let _in_flight = proxy.metrics().in_flight();
     let method = request.method().clone();
     let uri = request.uri().clone();
     let response = if let Err(reason) = request_head::check(&mut request, local) {
         tracing::info!(%method, path = uri.path(), "bad request: {reason}");
         linger::discard(request.version(), request.into_body());
         closing(plain_response(StatusCode::BAD_REQUEST))
-    } else if head_size(&request) > proxy.limits.max_header_size {
+    } else if head_size(&request) > proxy.limits().max_header_size {
         tracing::info!(%method, path = uri.path(), "request head too large");
         linger::discard(request.version(), request.into_body());
         closing(plain_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
@@ -181,7 +179,7 @@ async fn serve(
         respond(proxy, request, scheme).await
     };
     let elapsed = started.elapsed();
-    proxy.metrics.answered(response.status(), elapsed);
+    proxy.metrics().answered(response.status(), elapsed);
     tracing::info!(
         target: "wasi_serve::access",
         %method,
@@ -235,7 +233,7 @@ async fn respond(
                     tracing::info!(%method, path = uri.path(), "request body too large");
                 }
                 ProxyError::Busy => {
-                    proxy.metrics.rejected();
+                    proxy.metrics().rejected();
                     tracing::warn!(%method, path = uri.path(), "no instance slot free in time");
                 }
             }

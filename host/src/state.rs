@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{Resource, ResourceTable};
+use anyhow::Result;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::body::HostOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::guest_output::{self, RequestTag};
 use crate::limits::{MAX_GUEST_FIELD_SIZE, MAX_GUEST_RESOURCES, MemoryLimiter};
 use crate::outbound::Outbound;
+use crate::response_body::ResponseBody;
 
 /// What one instance's store holds. Built fresh for every request and dropped
 /// with it, so nothing survives from one request to the next.
@@ -35,9 +36,8 @@ pub struct GuestState {
     outbound: Outbound,
     /// Caps linear memory.
     pub limiter: MemoryLimiter,
-    /// The table index of the response's `outgoing-body`, once the guest has
-    /// taken it (see [`crate::runtime`]).
-    response_body: Option<u32>,
+    /// The response's `outgoing-body`, once the guest has taken it.
+    pub(crate) response_body: ResponseBody,
 }
 
 impl GuestState {
@@ -63,12 +63,12 @@ impl GuestState {
             table,
             outbound,
             limiter: MemoryLimiter::new(max_memory),
-            response_body: None,
+            response_body: ResponseBody::default(),
         }
     }
 
     /// The resource table alone: what `wasi:io` needs, without building the
-    /// WASI context (see [`crate::runtime`]).
+    /// WASI context (see [`io_without_wasi_ctx`]).
     pub fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
     }
@@ -79,24 +79,10 @@ impl GuestState {
         self.wasi.is_some()
     }
 
-    /// Notes `body` as the response's body.
-    pub fn response_body_taken(&mut self, body: &Resource<HostOutgoingBody>) {
-        self.response_body = Some(body.rep());
-    }
-
-    /// Whether the response's body is still open: taken by the guest, and
-    /// neither finished nor dropped. Once the guest's handler has returned,
-    /// that body can never be completed.
-    ///
-    /// (Should the guest finish the body and then leak a new outgoing body
-    /// that reuses its table slot, this would say yes wrongly; a guest that
-    /// leaks bodies is broken anyway.)
+    /// Whether the guest left the response's body open (see
+    /// [`crate::response_body`]).
     pub fn response_body_open(&self) -> bool {
-        self.response_body.is_some_and(|rep| {
-            self.table
-                .get(&Resource::<HostOutgoingBody>::new_borrow(rep))
-                .is_ok()
-        })
+        self.response_body.is_open(&self.table)
     }
 }
 
@@ -126,4 +112,28 @@ impl WasiHttpView for GuestState {
             hooks: &mut self.outbound,
         }
     }
+}
+
+/// Links `wasi:io` (errors, polls, streams) again, to the resource table
+/// alone. wasmtime-wasi reaches that table through the whole WASI context,
+/// which [`GuestState`] builds only when a guest needs it; every HTTP
+/// handler writes its body through `wasi:io/streams`, and should not pay for
+/// random generators and clocks it never uses.
+pub(crate) fn io_without_wasi_ctx(linker: &mut Linker<GuestState>) -> Result<()> {
+    use wasmtime_wasi_io::bindings::wasi::io::{error, poll, streams};
+
+    linker.allow_shadowing(true);
+    error::add_to_linker::<_, TableOnly>(linker, GuestState::table).map_err(anyhow::Error::from)?;
+    poll::add_to_linker::<_, TableOnly>(linker, GuestState::table).map_err(anyhow::Error::from)?;
+    streams::add_to_linker::<_, TableOnly>(linker, GuestState::table)
+        .map_err(anyhow::Error::from)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// What the `wasi:io` host functions get: the resource table.
+struct TableOnly;
+
+impl wasmtime::component::HasData for TableOnly {
+    type Data<'a> = &'a mut wasmtime::component::ResourceTable;
 }

@@ -151,7 +151,7 @@ async fn requests_past_the_concurrency_limit_wait_then_get_503() {
         let busy: Vec<_> = (0..2)
             .map(|_| tokio::spawn(async move { get(addr, "/sleep/1500").await }))
             .collect();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.wait_in_flight(2).await;
         let reply = get(addr, "/turned-away").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.body, "503: Service Unavailable");
@@ -175,7 +175,7 @@ async fn a_waiting_request_is_served_when_a_slot_frees() {
         .await;
         let addr = server.addr;
         let first = tokio::spawn(async move { get(addr, "/sleep/500").await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.wait_in_flight(1).await;
         let asked = std::time::Instant::now();
         let second = get(addr, "/waited").await;
         assert_eq!(second.status, StatusCode::OK);
@@ -282,12 +282,20 @@ async fn slow_and_silent_clients_are_disconnected() {
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n")
         .await
         .unwrap();
+    let connected = std::time::Instant::now();
     for stream in [&mut silent, &mut slow] {
         let mut buf = Vec::new();
         let read = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await;
         assert!(read.is_ok(), "the server closed the connection");
         assert!(!String::from_utf8_lossy(&buf).contains("Howdy"));
     }
+    // The flag, not the 10 s default, decided when: closed well before the
+    // default would have fired.
+    let waited = connected.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "disconnected after {waited:?}"
+    );
     still_serves(&server).await;
 }
 

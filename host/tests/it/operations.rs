@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 
-use crate::support::{ServeProcess, get, greeter_p3, test_guest, test_guests};
+use crate::support::{STEP, ServeProcess, TestServer, get, greeter_p3, test_guest, test_guests};
 
 /// The value of the sample `name` (with its labels, as printed) in a
 /// Prometheus text page.
@@ -20,7 +20,7 @@ pub fn sample(page: &str, name: &str) -> f64 {
 /// admin's neighbour), `/metrics` counts each: requests by status class,
 /// traps, timeouts, in-flight back at zero, latency and instantiation
 /// histograms, and the component's hash and WASI release; for both
-/// handler ABIs.
+/// handler ABIs. In-process.
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_real_traffic() {
     for (guest, wasi) in test_guests().into_iter().zip(["0.2", "0.3"]) {
@@ -29,24 +29,13 @@ async fn metrics_count_real_traffic() {
 }
 
 async fn metrics_count_traffic_to(guest: &std::path::Path, wasi: &str) {
-    let mut serve = ServeProcess::start(&[
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--request-timeout",
-        "300ms",
-        guest.to_str().unwrap(),
-    ])
+    let serve = TestServer::with_flags(
+        guest,
+        &["--admin-addr", "127.0.0.1:0", "--request-timeout", "300ms"],
+    )
     .await;
-    let admin = serve.admin.expect("admin address printed");
-    let loaded = serve
-        .wait_for_log(&["compiled component", &format!("wasi=\"{wasi}\"")])
-        .await;
-    let hash = loaded
-        .split("hash=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the hash is logged")
-        .to_owned();
+    let admin = serve.admin.expect("an admin listener");
+    let hash = wasi_serve::runtime::content_hash(&std::fs::read(guest).unwrap());
     for name in ["a", "b", "c"] {
         assert_eq!(
             get(serve.addr, &format!("/{name}")).await.status,
@@ -55,7 +44,6 @@ async fn metrics_count_traffic_to(guest: &std::path::Path, wasi: &str) {
     }
     assert_eq!(get(serve.addr, "/trap").await.status, 500);
     assert_eq!(get(serve.addr, "/loop").await.status, 504);
-    serve.wait_for_log(&["path=\"/loop\"", "status=504"]).await;
 
     let page = get(admin, "/metrics").await;
     assert_eq!(page.status, StatusCode::OK);
@@ -85,16 +73,11 @@ async fn metrics_count_traffic_to(guest: &std::path::Path, wasi: &str) {
 }
 
 /// `/healthz` answers while the process lives; `/readyz` is 200 while
-/// serving; other admin paths are 404.
+/// serving; other admin paths are 404. In-process.
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_readiness() {
-    let serve = ServeProcess::start(&[
-        "--admin-addr",
-        "127.0.0.1:0",
-        test_guest().to_str().unwrap(),
-    ])
-    .await;
-    let admin = serve.admin.unwrap();
+    let server = TestServer::with_flags(&test_guest(), &["--admin-addr", "127.0.0.1:0"]).await;
+    let admin = server.admin.expect("an admin listener");
     let health = get(admin, "/healthz").await;
     assert_eq!(
         (health.status, health.body.as_str()),
@@ -108,37 +91,42 @@ async fn health_and_readiness() {
     assert_eq!(get(admin, "/nope").await.status, StatusCode::NOT_FOUND);
 }
 
-/// `/readyz` turns 503 while draining, so a load balancer stops sending.
+/// `/readyz` turns 503 while draining, so a load balancer stops sending;
+/// the request in flight still finishes. In-process.
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_turns_off_while_draining() {
-    let mut serve = ServeProcess::start(&[
-        "--admin-addr",
-        "127.0.0.1:0",
-        test_guest().to_str().unwrap(),
-    ])
-    .await;
-    let (addr, admin) = (serve.addr, serve.admin.unwrap());
+    let server = TestServer::with_flags(&test_guest(), &["--admin-addr", "127.0.0.1:0"]).await;
+    let (addr, admin) = (server.addr, server.admin.expect("an admin listener"));
     let in_flight = tokio::spawn(async move { get(addr, "/sleep/1500").await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    serve.signal("TERM");
-    serve.wait_for_log(&["stopped accepting"]).await;
-    let ready = get(admin, "/readyz").await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Wait until the request is being served before stopping.
+    let deadline = tokio::time::Instant::now() + STEP;
+    while sample(
+        &get(admin, "/metrics").await.body,
+        "wasi_serve_requests_in_flight",
+    ) < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let stopping = tokio::spawn(server.stop());
+    while get(admin, "/readyz").await.status != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(tokio::time::Instant::now() < deadline, "/readyz stayed 200");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(get(admin, "/healthz").await.status, StatusCode::OK);
     assert_eq!(in_flight.await.unwrap().body, "slept 1500ms");
+    stopping.await.expect("stopped");
 }
 
 /// A freshly started host exposes every metric family, each labelled series
 /// included, at 0: dashboards and `rate()` alerts see 0, not "no data".
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_exists_at_zero_from_the_start() {
-    let serve = ServeProcess::start(&[
-        "--admin-addr",
-        "127.0.0.1:0",
-        test_guest().to_str().unwrap(),
-    ])
-    .await;
-    let page = get(serve.admin.expect("admin address printed"), "/metrics")
+    let server = TestServer::with_flags(&test_guest(), &["--admin-addr", "127.0.0.1:0"]).await;
+    let page = get(server.admin.expect("an admin listener"), "/metrics")
         .await
         .body;
     for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {

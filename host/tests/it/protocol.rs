@@ -110,7 +110,7 @@ async fn stopping_lets_a_request_in_flight_finish() {
     let server = TestServer::start(&crate::support::test_guest()).await;
     let addr = server.addr;
     let in_flight = tokio::spawn(async move { crate::support::get(addr, "/sleep/700").await });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    server.wait_in_flight(1).await;
     server.stop().await;
     let reply = in_flight.await.expect("request task");
     assert_eq!(reply.status, StatusCode::OK);

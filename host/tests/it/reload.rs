@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 
 use crate::support::{
-    STEP, ServeProcess, build, get, greeter, greeter_p3, http1, read, scratch, test_guest,
-    test_guest_p3,
+    STEP, ServeProcess, TestServer, build, get, greeter, greeter_p3, http1, read, scratch,
+    test_guest, test_guest_p3,
 };
 
 const GREETER: &str = "Hello, World!";
@@ -204,6 +204,48 @@ async fn sighup_reloads_the_component() {
     assert_ne!(field(&line, "new"), old_hash);
     assert!(line.contains("compile="), "{line}");
     assert_eq!(get(serve.addr, "/World").await.body, TEST_GUEST);
+}
+
+/// A reload asked for in-process (what SIGHUP asks for) swaps in a new
+/// file, and a broken one is rejected with the old component still
+/// serving; `/metrics` counts both outcomes.
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_swap_or_reject_in_process() {
+    let dir = scratch("reload-in-process");
+    let served = dir.join("served.wasm");
+    std::fs::copy(greeter(), &served).unwrap();
+    let server = TestServer::with_flags(&served, &["--admin-addr", "127.0.0.1:0"]).await;
+    let admin = server.admin.expect("an admin listener");
+    let reloads = async |outcome: &str| {
+        let page = get(admin, "/metrics").await.body;
+        crate::operations::sample(
+            &page,
+            &format!("wasi_serve_reloads_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(get(server.addr, "/World").await.body, GREETER);
+
+    replace_by_rename(&served, &test_guest());
+    server.reload();
+    let deadline = tokio::time::Instant::now() + STEP;
+    while reloads("ok").await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no reload in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(server.addr, "/World").await.body, TEST_GUEST);
+
+    std::fs::write(&served, b"not a component").unwrap();
+    server.reload();
+    while reloads("rejected").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rejection in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(server.addr, "/World").await.body, TEST_GUEST);
+    assert_eq!(reloads("ok").await, 1.0);
+    server.stop().await;
 }
 
 /// The value of `name=value` in a log line.

@@ -14,9 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use wasi_serve::{Config, Proxy};
+use tokio::sync::mpsc;
+use wasi_serve::Config;
+use wasi_serve::app::{App, Listeners};
 
 /// The `wasi-serve` binary cargo built for these tests.
 pub const SERVE_BIN: &str = env!("CARGO_BIN_EXE_wasi-serve");
@@ -71,8 +71,9 @@ fn guest(file: &str) -> PathBuf {
 /// A host serving one component in-process; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The admin listener's address, when started with `--admin-addr`.
+    pub admin: Option<SocketAddr>,
+    app: Option<App>,
 }
 
 impl TestServer {
@@ -82,47 +83,69 @@ impl TestServer {
     }
 
     /// Serves `component` configured by command-line `flags`, as a user
-    /// would run it.
+    /// would run it: the same [`App`] the binary runs, on port 0 (the admin
+    /// listener too, with `--admin-addr`).
     pub async fn with_flags(component: &Path, flags: &[&str]) -> Self {
-        let mut args = vec!["wasi-serve", component.to_str().unwrap()];
-        args.extend_from_slice(flags);
+        Self::try_with_flags(component, flags)
+            .await
+            .expect("the server starts")
+    }
+
+    /// As [`Self::with_flags`], or why the server would not start.
+    pub async fn try_with_flags(component: &Path, flags: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec![
+            "wasi-serve".to_owned(),
+            component.to_str().unwrap().to_owned(),
+        ];
+        args.extend(flags.iter().map(|flag| flag.to_string()));
+        args.extend(own_cache(flags));
         let config = Config::try_parse_from(args).expect("valid flags");
-        let proxy = Proxy::load(&config).expect("component loads");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(wasi_serve::server::run(
-            listener,
-            proxy,
-            None,
-            async {
-                let _ = signal.await;
-            },
-            config.shutdown_timeout,
-        ));
-        Self {
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = http.local_addr().expect("local addr");
+        let admin = match config.admin_addr {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+            None => None,
+        };
+        let app = App::start(&config, Listeners { http, admin }, None).await?;
+        Ok(Self {
             addr,
-            shutdown: Some(shutdown),
-            task: Some(task),
+            admin: app.admin_addr(),
+            app: Some(app),
+        })
+    }
+
+    /// Waits (up to [`STEP`]) until `n` requests are being handled.
+    pub async fn wait_in_flight(&self, n: i64) {
+        let metrics = self.app.as_ref().expect("running").proxy().metrics();
+        let deadline = tokio::time::Instant::now() + STEP;
+        while metrics.requests_in_flight() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} requests never in flight"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Loads the component file again, as SIGHUP does.
+    pub fn reload(&self) {
+        self.app.as_ref().expect("running").reload();
     }
 
     /// Asks the server to stop and waits until it has drained.
     pub async fn stop(mut self) {
-        let _ = self.shutdown.take().expect("running").send(());
-        let task = self.task.take().expect("running");
-        tokio::time::timeout(STEP, task)
+        let app = self.app.take().expect("running");
+        tokio::time::timeout(STEP, app.stop())
             .await
             .expect("server stops in time")
-            .expect("server task did not panic")
             .expect("server returned Ok");
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+        if let (Some(app), Ok(runtime)) = (self.app.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(app.stop());
         }
     }
 }
@@ -220,6 +243,21 @@ pub struct ServeProcess {
     pub stderr: Option<tokio::process::ChildStderr>,
 }
 
+impl Drop for ServeProcess {
+    /// A test failing with the server running prints what the server
+    /// logged and the test had not read, for the failure's context.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let lines = self.drain_logs();
+            eprintln!("--- wasi-serve's log, unread lines ({}) ---", lines.len());
+            for line in lines {
+                eprintln!("{line}");
+            }
+            eprintln!("--- end of wasi-serve's log ---");
+        }
+    }
+}
+
 impl ServeProcess {
     /// Starts the binary on a free port and waits for the address it prints.
     pub async fn start(args: &[&str]) -> Self {
@@ -244,6 +282,7 @@ impl ServeProcess {
         let mut child = command
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
+            .args(own_cache(args))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -298,6 +337,29 @@ impl ServeProcess {
         }
     }
 
+    /// Waits (up to [`STEP`]) until `n` requests are being handled, as the
+    /// admin listener reports (the process must run with `--admin-addr`).
+    pub async fn wait_in_flight(&self, n: f64) {
+        let admin = self.admin.expect("started with --admin-addr");
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let page = get(admin, "/metrics").await.body;
+            let now: f64 = page
+                .lines()
+                .find_map(|line| line.strip_prefix("wasi_serve_requests_in_flight "))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0.0);
+            if now >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} requests never in flight"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Sends `signal` (e.g. `TERM`) to the process.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("still running").to_string();
@@ -348,6 +410,7 @@ impl ServeProcess {
 pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     let mut child = std::process::Command::new(SERVE_BIN)
         .args(["--addr", "127.0.0.1:0"])
+        .args(own_cache(args))
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -368,6 +431,22 @@ pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
         .expect("stderr readable");
     (status.code(), stderr)
+}
+
+/// `--cache-dir` with a directory of the test's own, unless `args` choose
+/// a cache (or none): tests never touch the developer's `~/.cache`.
+fn own_cache(args: &[&str]) -> Vec<String> {
+    if args
+        .iter()
+        .any(|arg| matches!(*arg, "--cache-dir" | "--no-cache"))
+    {
+        return Vec::new();
+    }
+    let dir = scratch("cache");
+    vec![
+        "--cache-dir".into(),
+        dir.to_str().expect("UTF-8 temp dir").into(),
+    ]
 }
 
 /// A fresh directory for one test's files, under the system's temp dir.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::support::{ServeProcess, greeter, run_to_exit};
+use crate::support::{TestServer, greeter, run_to_exit};
 
 /// A self-signed certificate for `localhost`; returns (cert, key) paths.
 fn certificate() -> (PathBuf, PathBuf) {
@@ -62,17 +62,19 @@ fn curl(cert: &PathBuf, version_flag: &str, url: &str) -> (String, String) {
 }
 
 /// `--tls-cert`/`--tls-key` serve HTTPS: HTTP/1.1 and HTTP/2 are both
-/// negotiated by ALPN, and the certificate verifies.
+/// negotiated by ALPN, and the certificate verifies. In-process.
 #[tokio::test(flavor = "multi_thread")]
 async fn https_serves_http1_and_http2_by_alpn() {
     let (cert, key) = certificate();
-    let serve = ServeProcess::start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        greeter().to_str().unwrap(),
-    ])
+    let serve = TestServer::with_flags(
+        &greeter(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
     .await;
     let url = format!("https://localhost:{}/World", serve.addr.port());
     let cert2 = cert.clone();
