@@ -11,11 +11,11 @@
 //!   throws away what the client still sends, until the client closes, for at
 //!   most [`LINGER_TIME`] and [`LINGER_BYTES`]. A client that closed first
 //!   costs one `read` that returns 0.
-//! - [`discard`], for HTTP/2, where the connection stays open: the rest of a
-//!   request body the guest will never read is read and thrown away within
-//!   the same bounds, so the stream ends the ordinary way instead of with
-//!   `RST_STREAM` while the client is still uploading (curl 7.88 loses the
-//!   answer then).
+//! - [`Drained`], around every request body, for HTTP/2, where the
+//!   connection stays open: the rest of a body nobody will read is read and
+//!   thrown away within the same bounds, so the stream ends the ordinary way
+//!   instead of with `RST_STREAM` while the client is still uploading (curl
+//!   7.88 loses the answer then).
 
 use std::io;
 use std::pin::Pin;
@@ -123,31 +123,88 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<S> {
     }
 }
 
-/// Reads the rest of an HTTP/2 request `body` the guest did not read, and
-/// throws it away, on a task of its own, within [`LINGER_TIME`] and
-/// [`LINGER_BYTES`]. Bodies of other versions are dropped: their connection
-/// closes after the answer, and [`Lingering`] covers it.
-pub fn discard<B>(version: http::Version, body: B)
+/// A request body that, dropped unfinished on an HTTP/2 stream, reads the
+/// rest and throws it away on a task of its own, within [`LINGER_TIME`] and
+/// [`LINGER_BYTES`]: whoever drops it (an early answer, a guest that never
+/// reads its body), the stream then ends normally. Bodies of other versions
+/// are dropped as they are: their connection closes after an early answer,
+/// and [`Lingering`] covers it.
+pub struct Drained<B: Body + Unpin + Send + 'static>
 where
-    B: Body + Send + 'static,
     B::Data: Send,
 {
-    if version != http::Version::HTTP_2 || body.is_end_stream() {
-        return;
+    /// `None` once dropped.
+    body: Option<B>,
+    http2: bool,
+}
+
+impl<B: Body + Unpin + Send + 'static> Drained<B>
+where
+    B::Data: Send,
+{
+    pub fn new(version: http::Version, body: B) -> Self {
+        Self {
+            body: Some(body),
+            http2: version == http::Version::HTTP_2,
+        }
     }
-    tokio::spawn(async move {
-        let drain = async {
-            let mut body = std::pin::pin!(body);
-            let mut left = LINGER_BYTES;
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Some(data) = frame.data_ref() {
-                    left = left.saturating_sub(hyper::body::Buf::remaining(data) as u64);
-                }
-                if left == 0 {
-                    break;
-                }
-            }
+}
+
+impl<B: Body + Unpin + Send + 'static> Body for Drained<B>
+where
+    B::Data: Send,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        match self.get_mut().body.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(B::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), B::size_hint)
+    }
+}
+
+impl<B: Body + Unpin + Send + 'static> Drop for Drained<B>
+where
+    B::Data: Send,
+{
+    fn drop(&mut self) {
+        let Some(mut body) = self.body.take() else {
+            return;
         };
-        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
-    });
+        if !self.http2 || body.is_end_stream() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let drain = async {
+                let mut left = LINGER_BYTES;
+                while let Some(Ok(frame)) = body.frame().await {
+                    if let Some(data) = frame.data_ref() {
+                        left = left.saturating_sub(hyper::body::Buf::remaining(data) as u64);
+                    }
+                    if left == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        });
+    }
 }

@@ -24,7 +24,6 @@ use crate::body::{self, Flags, GuestBody};
 use crate::config::Config;
 use crate::guest_output::RequestTag;
 use crate::limits::{Admission, Limits};
-use crate::linger;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::runtime::{Guest, Runtime};
@@ -194,13 +193,9 @@ impl Proxy {
             .exact()
             .is_some_and(|length| length > max_body)
         {
-            linger::discard(request.version(), request.into_body());
             return Err(ProxyError::BodyTooLarge);
         }
-        let Ok(slot) = self.admission.admit().await else {
-            linger::discard(request.version(), request.into_body());
-            return Err(ProxyError::Busy);
-        };
+        let slot = self.admission.admit().await.map_err(|_| ProxyError::Busy)?;
 
         let is_head = request.method() == http::Method::HEAD;
         let tag = RequestTag {

@@ -22,7 +22,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::WasiBody;
 
-use crate::linger::{self, Lingering};
+use crate::linger::{Drained, Lingering};
 use crate::proxy::{self, Proxy, ProxyError};
 use crate::request_head;
 
@@ -159,21 +159,23 @@ pub async fn run(
 /// responses, and where the access log is written.
 async fn serve(
     proxy: &Proxy,
-    mut request: hyper::Request<Incoming>,
+    request: hyper::Request<Incoming>,
     scheme: Scheme,
     local: SocketAddr,
 ) -> hyper::Response<WasiBody> {
     let started = Instant::now();
+    // Whoever drops the body unread, an HTTP/2 client still sending it
+    // gets its answer (see `linger`).
+    let version = request.version();
+    let mut request = request.map(|body| Drained::new(version, body));
     let _in_flight = proxy.metrics().in_flight();
     let method = request.method().clone();
     let uri = request.uri().clone();
     let response = if let Err(reason) = request_head::check(&mut request, local) {
         tracing::info!(%method, path = uri.path(), "bad request: {reason}");
-        linger::discard(request.version(), request.into_body());
         closing(plain_response(StatusCode::BAD_REQUEST))
     } else if head_size(&request) > proxy.limits().max_header_size {
         tracing::info!(%method, path = uri.path(), "request head too large");
-        linger::discard(request.version(), request.into_body());
         closing(plain_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
     } else {
         respond(proxy, request, scheme).await
@@ -213,7 +215,7 @@ fn head_size<B>(request: &hyper::Request<B>) -> u64 {
 /// The guest's response, or the error turned into one.
 async fn respond(
     proxy: &Proxy,
-    request: hyper::Request<Incoming>,
+    request: hyper::Request<Drained<Incoming>>,
     scheme: Scheme,
 ) -> hyper::Response<WasiBody> {
     let method = request.method().clone();

@@ -3,7 +3,7 @@
 use http::{Method, StatusCode};
 use tokio::io::AsyncReadExt;
 
-use crate::support::{STEP, ServeProcess, build, get, http1, read, test_guest};
+use crate::support::{STEP, ServeProcess, build, get, http1, read, sample, test_guest};
 
 /// Requests sent while stderr is a pipe nobody reads.
 const REQUESTS: usize = 3000;
@@ -38,12 +38,7 @@ async fn a_full_log_queue_drops_lines_counts_them_and_holds_no_request_up() {
     }
 
     let page = get(admin, "/metrics").await.body;
-    let dropped: usize = page
-        .lines()
-        .find_map(|line| line.strip_prefix("wasi_serve_log_lines_dropped_total "))
-        .expect("the dropped-lines counter is exposed")
-        .parse()
-        .expect("a count");
+    let dropped = sample(&page, "wasi_serve_log_lines_dropped_total") as usize;
     assert!(dropped > 0, "a blocked stderr drops lines: {page}");
 
     serve.signal("TERM");

@@ -3,18 +3,9 @@
 
 use http::StatusCode;
 
-use crate::support::{STEP, ServeProcess, TestServer, get, greeter_p3, test_guest, test_guests};
-
-/// The value of the sample `name` (with its labels, as printed) in a
-/// Prometheus text page.
-pub fn sample(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
-        .trim()
-        .parse()
-        .expect("a number")
-}
+use crate::support::{
+    STEP, ServeProcess, TestServer, get, greeter_p3, sample, test_guest, test_guests,
+};
 
 /// After known traffic (three 200s, a trap, a timeout, a 404 from the
 /// admin's neighbour), `/metrics` counts each: requests by status class,

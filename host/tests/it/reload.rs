@@ -165,7 +165,7 @@ async fn a_bad_new_file_is_rejected_and_the_old_component_keeps_serving() {
 
     let page = get(serve.admin.unwrap(), "/metrics").await.body;
     let count = |outcome: &str| {
-        crate::operations::sample(
+        crate::support::sample(
             &page,
             &format!("wasi_serve_reloads_total{{outcome=\"{outcome}\"}}"),
         )
@@ -218,7 +218,7 @@ async fn reloads_swap_or_reject_in_process() {
     let admin = server.admin.expect("an admin listener");
     let reloads = async |outcome: &str| {
         let page = get(admin, "/metrics").await.body;
-        crate::operations::sample(
+        crate::support::sample(
             &page,
             &format!("wasi_serve_reloads_total{{outcome=\"{outcome}\"}}"),
         )

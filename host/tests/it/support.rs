@@ -344,12 +344,7 @@ impl ServeProcess {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             let page = get(admin, "/metrics").await.body;
-            let now: f64 = page
-                .lines()
-                .find_map(|line| line.strip_prefix("wasi_serve_requests_in_flight "))
-                .and_then(|value| value.parse().ok())
-                .unwrap_or(0.0);
-            if now >= n {
+            if sample(&page, "wasi_serve_requests_in_flight") >= n {
                 return;
             }
             assert!(
@@ -456,4 +451,15 @@ pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wasi-serve-{}-{name}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create a scratch dir");
     dir
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a
+/// Prometheus text page.
+pub fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
+        .trim()
+        .parse()
+        .expect("a number")
 }
