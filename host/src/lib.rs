@@ -36,6 +36,8 @@
 //!   busy sending its request: lingering close, HTTP/2 bodies drained.
 //! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 connections, the access log,
 //!   errors turned into responses, graceful drain.
+//! - [`listen`]: the listening sockets: passed by systemd (socket
+//!   activation) or bound from the flags.
 //! - [`shutdown`]: the stop signals (Ctrl-C and SIGTERM).
 //! - [`tls`]: the HTTPS acceptor (rustls, ALPN h2 and http/1.1).
 //!
@@ -52,6 +54,7 @@ pub mod config;
 pub mod guest_output;
 pub mod limits;
 pub mod linger;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;

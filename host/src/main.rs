@@ -1,13 +1,15 @@
-//! The `wasi-serve` command: parse the command line, start logging, bind,
-//! start the server ([`App::start`]), stop it on a signal.
+//! The `wasi-serve` command: parse the command line, take any sockets
+//! systemd passed, start logging, bind, start the server ([`App::start`]),
+//! stop it on a signal.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Parser;
-use tokio::net::TcpListener;
-use wasi_serve::app::{App, Listeners};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
+use wasi_serve::app::App;
 use wasi_serve::config::LogFormat;
+use wasi_serve::listen::Inherited;
 use wasi_serve::shutdown::Signals;
 use wasi_serve::{Config, logging, reload};
 
@@ -17,10 +19,18 @@ use wasi_serve::{Config, logging, reload};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let matches = Config::command().get_matches();
+    let config = Config::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    // `--addr` set on the command line or in the environment, not defaulted.
+    let addr_given = matches!(
+        matches.value_source("addr"),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    // Before any thread starts: this clears LISTEN_FDS and LISTEN_PID.
+    let inherited = Inherited::take();
     logging::init(config.log_format, config.log_queue_lines);
     let json = matches!(config.log_format, LogFormat::Json);
-    let result = run(config);
+    let result = inherited.and_then(|inherited| run(config, addr_given, inherited));
     match result {
         Ok(()) => {
             logging::flush();
@@ -40,7 +50,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> Result<()> {
+fn run(config: Config, addr_given: bool, inherited: Inherited) -> Result<()> {
     // One worker per CPU this process may use (affinity and cgroup quota
     // count). With a single CPU, tokio's single-threaded scheduler does the
     // same job without the work-stealing machinery; see docs/performance.md.
@@ -56,18 +66,13 @@ fn run(config: Config) -> Result<()> {
     tokio.block_on(async {
         let mut signals = Signals::new()?;
         let hangup = reload::Hangup::install()?;
-        let http = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("failed to listen on `{}`", config.addr))?;
-        let admin = match config.admin_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("failed to listen on `{addr}` (--admin-addr)"))?,
-            ),
-            None => None,
-        };
-        let app = App::start(&config, Listeners { http, admin }, Some(hangup)).await?;
+        if !inherited.is_empty() {
+            tracing::info!("serving on the sockets systemd passed (socket activation)");
+        }
+        let listeners = inherited
+            .into_listeners(config.addr, addr_given, config.admin_addr)
+            .await?;
+        let app = App::start(&config, listeners, Some(hangup)).await?;
         tracing::info!(workers = cpus, "async runtime started");
         println!("listening on {}", app.url());
         if let Some(admin) = app.admin_addr() {

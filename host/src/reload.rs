@@ -93,16 +93,26 @@ pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Option<Hangup>) -> Result<R
 }
 
 /// Watches the directory holding `path` (so replacement by rename is seen)
-/// and wakes `wake` on any change to `path`.
+/// and wakes `wake` on any change to `path`, or to where it leads: when
+/// `path` is a symlink, as in a Kubernetes ConfigMap volume (whose files are
+/// replaced by swapping a `..data` symlink beside them) or a
+/// `current -> releases/v2` layout, a swap elsewhere in the directory
+/// changes the file `path` resolves to, and that counts too.
 fn watch_file(path: &Path, wake: Arc<Notify>) -> Result<notify::RecommendedWatcher> {
     let path = std::path::absolute(path)
         .with_context(|| format!("failed to watch `{}`", path.display()))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let target = path.clone();
+    let resolved = std::sync::Mutex::new(std::fs::canonicalize(&path).ok());
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if !matches!(event.kind, EventKind::Access(_)) => {
-                if event.paths.iter().any(|changed| changed == &target) {
+                let now = std::fs::canonicalize(&target).ok();
+                let moved = {
+                    let mut resolved = resolved.lock().unwrap_or_else(|e| e.into_inner());
+                    std::mem::replace(&mut *resolved, now.clone()) != now
+                };
+                if moved || event.paths.iter().any(|changed| changed == &target) {
                     wake.notify_one();
                 }
             }

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -16,8 +17,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::WasiBody;
@@ -84,7 +86,9 @@ pub async fn run(
         .keep_alive_interval(H2_KEEP_ALIVE)
         .keep_alive_timeout(H2_KEEP_ALIVE);
 
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a receiver; the drain ends when all are
+    // gone.
+    let (drain, draining) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -106,13 +110,16 @@ pub async fn run(
         };
         let proxy = proxy.clone();
         let scheme = scheme.clone();
+        let first = Arc::new(FirstRequest::default());
+        let started = first.clone();
         let service = service_fn(move |request| {
+            started.mark();
             let proxy = proxy.clone();
             let scheme = scheme.clone();
             async move { Ok::<_, Infallible>(serve(&proxy, request, scheme, local).await) }
         });
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let draining = draining.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             // A client that connects and never speaks (or stops halfway
@@ -125,16 +132,16 @@ pub async fn run(
                         return;
                     }
                     let io = TokioIo::new(Lingering::new(stream));
-                    watcher.watch(builder.serve_connection(io, service)).await
+                    let connection = builder.serve_connection(io, service);
+                    until_drained(connection, &first, draining).await
                 }
                 Some(tls) => {
                     let accept = tls.accept(Lingering::new(stream));
                     let Ok(Ok(stream)) = timeout(header_timeout, accept).await else {
                         return;
                     };
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    until_drained(connection, &first, draining).await
                 }
             };
             if let Err(err) = served {
@@ -144,15 +151,66 @@ pub async fn run(
     }
 
     drop(listener);
+    drop(draining);
     proxy.readiness().set_draining();
     tracing::info!("stopped accepting; draining requests in flight");
+    let _ = drain.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = drain.closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(drain_timeout) => {
             tracing::warn!("requests still in flight after {drain_timeout:?}; cutting them off");
         }
     }
     Ok(())
+}
+
+/// Serves `connection` until it ends; once the drain starts, asks it to
+/// close after the request it is serving.
+///
+/// A connection that has not begun its first request yet is left to begin
+/// it: its request may already be on the way (sent as soon as the client
+/// connected, or waiting in the listen backlog when the drain began), and
+/// closing the connection under it would reset it unanswered. Such a
+/// connection is still bounded: hyper closes it if no head arrives within
+/// `--header-read-timeout`, and the whole drain by `--shutdown-timeout`.
+async fn until_drained<C: GracefulConnection>(
+    connection: C,
+    first: &FirstRequest,
+    mut draining: watch::Receiver<bool>,
+) -> Result<(), C::Error> {
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => return served,
+        () = async {
+            // An error means the server is gone: drain as well.
+            let _ = draining.wait_for(|draining| *draining).await;
+            first.wait().await;
+        } => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
+}
+
+/// Whether a connection has begun a request.
+#[derive(Default)]
+struct FirstRequest {
+    seen: AtomicBool,
+    notify: Notify,
+}
+
+impl FirstRequest {
+    fn mark(&self) {
+        if !self.seen.load(Ordering::Relaxed) && !self.seen.swap(true, Ordering::Relaxed) {
+            self.notify.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        if !self.seen.load(Ordering::Relaxed) {
+            // A `mark` between the check and here leaves a permit.
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// One request, start to response head: the one place where errors become

@@ -256,3 +256,40 @@ fn field(line: &str, name: &str) -> String {
         .trim_matches('"')
         .to_owned()
 }
+
+/// `--watch` sees a Kubernetes ConfigMap update. The kubelet never writes
+/// the mounted file: it fills a new hidden directory, points a `..data_tmp`
+/// symlink at it and renames that over `..data`, which the file's own
+/// symlink goes through. The swap is taken, and the old directory's removal
+/// afterwards changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_follows_a_configmap_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let dir = scratch("configmap");
+    let version = |name: &str, source: &Path| {
+        std::fs::create_dir(dir.join(name)).unwrap();
+        std::fs::copy(source, dir.join(name).join("app.wasm")).unwrap();
+    };
+    version("..2026_11_26_v1", &greeter());
+    symlink("..2026_11_26_v1", dir.join("..data")).unwrap();
+    symlink("..data/app.wasm", dir.join("app.wasm")).unwrap();
+    let served = dir.join("app.wasm");
+    let server = TestServer::with_flags(&served, &["--watch"]).await;
+    assert_eq!(get(server.addr, "/World").await.body, GREETER);
+
+    version("..2026_11_26_v2", &test_guest());
+    symlink("..2026_11_26_v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..2026_11_26_v1")).unwrap();
+
+    let deadline = tokio::time::Instant::now() + STEP;
+    while get(server.addr, "/World").await.body != TEST_GUEST {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the symlink swap was never taken"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(wasi_serve::reload::DEBOUNCE * 2).await;
+    assert_eq!(get(server.addr, "/World").await.body, TEST_GUEST);
+}
