@@ -19,7 +19,7 @@ CARGO  ?= cargo
 TARGET := wasm32-wasip2
 # Every crate compiled for the guest target; one cargo call builds them all
 # (hello-wstd is the Rust entry of `make toolchains`).
-GUESTS := -p greeter -p greeter-p3 -p test-guest -p test-guest-p3 -p hello-wstd
+GUESTS := -p greeter -p greeter-p3 -p visits -p test-guest -p test-guest-p3 -p hello-wstd
 HOST   := target/release/wasi-serve
 GREETER := target/$(TARGET)/release/greeter.wasm
 GREETER_P3 := target/$(TARGET)/release/greeter_p3.wasm

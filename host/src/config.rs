@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::guest_config::ConfigArgs;
+use crate::keyvalue::KeyValueArgs;
 use crate::limits::Limits;
 use crate::outbound::OriginPattern;
+use crate::preopens::{Preopen, parse_dir};
 use crate::units::parse_duration;
 
 /// Serve a `wasi:http/proxy` WebAssembly component over HTTP.
@@ -108,6 +111,19 @@ pub struct Config {
         value_parser = parse_env_var,
     )]
     pub env: Vec<(String, String)>,
+
+    /// Give guests a host directory: `HOST[::GUEST][:ro|:rw]`, read-only
+    /// unless `:rw`, seen at GUEST (by default the host path). Repeatable.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+    pub dirs: Vec<Preopen>,
+
+    /// `wasi:config` values (see [`ConfigArgs`]).
+    #[command(flatten)]
+    pub guest_config: ConfigArgs,
+
+    /// The `wasi:keyvalue` store (see [`KeyValueArgs`]).
+    #[command(flatten)]
+    pub keyvalue: KeyValueArgs,
 
     /// The limits on guests and clients (see [`Limits`]).
     #[command(flatten)]

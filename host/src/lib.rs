@@ -11,7 +11,9 @@
 //!   admission into instance slots; the memory limiter.
 //! - [`runtime`]: built once: engine (pooling allocator, epoch ticker) and
 //!   linker; compiles and checks components, so a bad one never serves.
-//! - [`state`]: what each request's store holds, and what it grants the guest.
+//! - [`state`]: what each request's store holds, and what it grants the guest:
+//!   [`guest_config`] (`wasi:config`), [`preopens`] (`--dir`), [`keyvalue`]
+//!   (`wasi:keyvalue` on SQLite or Redis).
 //! - [`outbound`]: the allow-list for the guests' outgoing HTTP.
 //! - [`p3_client`]: WASI 0.3's outgoing `send`, repaired for requests
 //!   without a path.
@@ -51,7 +53,9 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;
+pub mod guest_config;
 pub mod guest_output;
+pub mod keyvalue;
 pub mod limits;
 pub mod linger;
 pub mod listen;
@@ -59,6 +63,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod p3_client;
+pub mod preopens;
 pub mod proxy;
 pub mod reload;
 pub mod request_head;

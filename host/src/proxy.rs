@@ -22,12 +22,14 @@ use wasmtime_wasi_http::WasiBody;
 use crate::admin::Readiness;
 use crate::body::{self, Flags, GuestBody};
 use crate::config::Config;
+use crate::guest_config::GuestConfig;
 use crate::guest_output::RequestTag;
+use crate::keyvalue;
 use crate::limits::{Admission, Limits};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::runtime::{Guest, Runtime};
-use crate::state::GuestState;
+use crate::state::{Grants, GuestState};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,8 +85,8 @@ pub struct Proxy {
     limits: Limits,
     admission: Admission,
     outbound: Outbound,
-    /// The guests' environment variables (`--env`).
-    env: Arc<[(String, String)]>,
+    /// What guests are granted beyond HTTP.
+    grants: Arc<Grants>,
     /// What operators can scrape.
     metrics: Arc<Metrics>,
     /// False once shutdown has begun.
@@ -98,6 +100,15 @@ impl Proxy {
         let limits = config.limits.clone();
         let runtime = Runtime::new(&limits, config.cache_dir().as_deref())?;
         let guest = runtime.load(&config.component)?;
+        for dir in &config.dirs {
+            dir.check()?;
+        }
+        let grants = Arc::new(Grants {
+            env: config.env.clone().into(),
+            config: GuestConfig::load(&config.guest_config)?,
+            dirs: config.dirs.clone().into(),
+            keyvalue: keyvalue::Store::open(&config.keyvalue)?,
+        });
         let metrics = Arc::new(Metrics::new());
         metrics.serving(&guest.hash, guest.wasi());
         Ok(Arc::new(Self {
@@ -106,7 +117,7 @@ impl Proxy {
             path: config.component.clone(),
             admission: Admission::new(&limits),
             outbound: Outbound::new(config.allow_outbound.clone()),
-            env: config.env.clone().into(),
+            grants,
             limits,
             metrics,
             readiness: Readiness::default(),
@@ -132,6 +143,11 @@ impl Proxy {
     /// shutdown begins, the admin listener reports it.
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    /// What guests are granted beyond HTTP.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
     }
 
     /// The runtime components are compiled with.
@@ -160,7 +176,7 @@ impl Proxy {
         let state = GuestState::new(
             tag,
             self.outbound.clone(),
-            self.env.clone(),
+            self.grants.clone(),
             self.limits.max_memory,
         );
         let mut store = Store::new(guest.engine(), state);

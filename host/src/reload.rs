@@ -58,11 +58,13 @@ impl Reloader {
 /// Runs until the runtime ends; reloads never overlap.
 pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Option<Hangup>) -> Result<Reloader> {
     let wake = Arc::new(Notify::new());
-    let watcher = if watch {
-        Some(watch_file(proxy.path(), wake.clone())?)
-    } else {
-        None
-    };
+    let mut watchers = Vec::new();
+    if watch {
+        watchers.push(watch_file(proxy.path(), wake.clone())?);
+        if let Some(file) = proxy.grants().config.file() {
+            watchers.push(watch_file(file, wake.clone())?);
+        }
+    }
     #[cfg(unix)]
     if let Some(hangup) = hangup {
         let mut hangup = hangup.signal;
@@ -78,7 +80,7 @@ pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Option<Hangup>) -> Result<R
     let _ = hangup;
     let reloader = Reloader { wake: wake.clone() };
     tokio::spawn(async move {
-        let _watcher = watcher; // watching stops when it is dropped
+        let _watchers = watchers; // watching stops when they are dropped
         loop {
             wake.notified().await;
             // Debounce: wait until no change has come for a while.
@@ -127,8 +129,24 @@ fn watch_file(path: &Path, wake: Arc<Notify>) -> Result<notify::RecommendedWatch
     Ok(watcher)
 }
 
-/// Loads the component file again and, if it differs and loads, swaps it in.
+/// Reads `--config-file` again, if any; a file that does not parse leaves
+/// the values in force.
+fn reload_config(proxy: &Proxy) {
+    let config = &proxy.grants().config;
+    let Some(file) = config.file() else { return };
+    match config.reload() {
+        Ok(()) => tracing::info!(file = %file.display(), "configuration reloaded"),
+        Err(err) => {
+            proxy.metrics().reloaded("rejected");
+            tracing::warn!("configuration reload rejected: {err:#}; the values in force stay");
+        }
+    }
+}
+
+/// Loads the configuration file and the component file again; swaps in
+/// the component if it differs and loads.
 async fn reload(proxy: &Arc<Proxy>) {
+    reload_config(proxy);
     let path: PathBuf = proxy.path().to_path_buf();
     let bytes = match tokio::fs::read(&path).await {
         Ok(bytes) => bytes,

@@ -65,6 +65,10 @@ impl Flavor {
             .map_err(anyhow::Error::from)?;
         crate::state::io_without_wasi_ctx(&mut linker)?;
         crate::response_body::add_to_linker(&mut linker)?;
+        // Granted by flags; without them, no values and no store.
+        wasmtime_wasi_config::add_to_linker(&mut linker, GuestState::config)
+            .map_err(anyhow::Error::from)?;
+        crate::keyvalue::add_to_linker(&mut linker)?;
         if concurrent {
             // WASI 0.3 beside it: its interfaces are `@0.3.x`, no clashes.
             wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;

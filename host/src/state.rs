@@ -6,28 +6,46 @@ use std::sync::Arc;
 use anyhow::Result;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::guest_config::GuestConfig;
 use crate::guest_output::{self, RequestTag};
+use crate::keyvalue::{self, KeyValue};
 use crate::limits::{MAX_GUEST_FIELD_SIZE, MAX_GUEST_RESOURCES, MemoryLimiter};
 use crate::outbound::Outbound;
+use crate::preopens::Preopen;
 use crate::response_body::ResponseBody;
+
+/// What guests get beyond HTTP, each by its own flag; built once at start.
+pub struct Grants {
+    /// Environment variables (`--env`).
+    pub env: Box<[(String, String)]>,
+    /// `wasi:config` values (`--config`, `--config-file`); empty unless given.
+    pub config: GuestConfig,
+    /// Directories (`--dir`).
+    pub dirs: Box<[Preopen]>,
+    /// The `wasi:keyvalue` store (`--keyvalue`).
+    pub keyvalue: Option<Arc<keyvalue::Store>>,
+}
 
 /// What one instance's store holds. Built fresh for every request and dropped
 /// with it, so nothing survives from one request to the next.
 pub struct GuestState {
-    /// WASI (0.2 and 0.3): no preopened directories, no arguments, closed
-    /// stdin, every socket address denied (the builder's defaults), the
-    /// environment variables `--env` gives and no others; stdout and stderr
-    /// go to the log. Built on the guest's
+    /// WASI (0.2 and 0.3): no arguments, closed stdin, every socket address
+    /// denied (the builder's defaults), the environment variables `--env`
+    /// gives and the directories `--dir` gives, no others; stdout and
+    /// stderr go to the log. Built on the guest's
     /// first call that needs it: most HTTP handlers never make one, and
     /// building it (random generators seeded, streams boxed) is a few
     /// percent of a request.
     wasi: Option<WasiCtx>,
     /// The request, to tag the guest's output with.
     tag: RequestTag,
-    /// The guest's environment variables (`--env`).
-    env: Arc<[(String, String)]>,
+    /// What the flags grant.
+    grants: Arc<Grants>,
+    /// The `wasi:config` values this request reads, taken at its first read.
+    config: Option<Arc<WasiConfigVariables>>,
     /// `wasi:http` state for this request.
     http: WasiHttpCtx,
     /// Handles of the guest's resources (request, streams, ...).
@@ -42,12 +60,12 @@ pub struct GuestState {
 
 impl GuestState {
     /// The state for the request `tag`: nothing granted but outgoing HTTP to
-    /// the origins `outbound` allows and the environment variables `env`,
-    /// memories capped at `max_memory` bytes.
+    /// the origins `outbound` allows and what `grants` holds, memories
+    /// capped at `max_memory` bytes.
     pub fn new(
         tag: RequestTag,
         outbound: Outbound,
-        env: Arc<[(String, String)]>,
+        grants: Arc<Grants>,
         max_memory: usize,
     ) -> Self {
         // Host memory a guest can make the host spend is bounded too.
@@ -58,7 +76,8 @@ impl GuestState {
         Self {
             wasi: None,
             tag,
-            env,
+            grants,
+            config: None,
             http,
             table,
             outbound,
@@ -71,6 +90,17 @@ impl GuestState {
     /// WASI context (see [`io_without_wasi_ctx`]).
     pub fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
+    }
+
+    /// What `wasi:config` calls see.
+    pub fn config(&mut self) -> WasiConfig<'_> {
+        let grants = &self.grants;
+        WasiConfig::new(self.config.get_or_insert_with(|| grants.config.current()))
+    }
+
+    /// What `wasi:keyvalue` calls see.
+    pub fn keyvalue(&mut self) -> KeyValue<'_> {
+        KeyValue::new(self.grants.keyvalue.as_deref(), &mut self.table)
     }
 
     /// Whether the WASI context was built (the guest called something that
@@ -88,14 +118,15 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let (tag, env) = (&self.tag, &self.env);
+        let (tag, grants) = (&self.tag, &self.grants);
         let ctx = self.wasi.get_or_insert_with(|| {
             let (stdout, stderr) = guest_output::pair(tag.clone());
-            WasiCtx::builder()
-                .stdout(stdout)
-                .stderr(stderr)
-                .envs(&env[..])
-                .build()
+            let mut builder = WasiCtx::builder();
+            builder.stdout(stdout).stderr(stderr).envs(&grants.env);
+            for dir in &grants.dirs {
+                dir.grant(&mut builder);
+            }
+            builder.build()
         });
         WasiCtxView {
             ctx,

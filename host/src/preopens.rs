@@ -1,0 +1,99 @@
+//! `--dir HOST[::GUEST][:ro|:rw]`: a host directory the guest may open,
+//! read-only unless `:rw` says otherwise; seen at GUEST, by default the
+//! same path as on the host (as with `wasmtime serve --dir`). The guest gets
+//! a capability for that directory alone: `..` and symlinks leading out of
+//! it are refused by wasmtime-wasi (cap-std), not by us.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// One `--dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// Whether the guest may create, write and delete in it.
+    pub writable: bool,
+}
+
+/// Parses `HOST[::GUEST][:ro|:rw]`.
+pub fn parse_dir(text: &str) -> Result<Preopen, String> {
+    let (rest, writable) = match text.rsplit_once(':') {
+        Some((rest, "rw")) => (rest, true),
+        Some((rest, "ro")) => (rest, false),
+        _ => (text, false),
+    };
+    let (host, guest) = match rest.split_once("::") {
+        Some((host, guest)) => (host, guest),
+        None => (rest, rest),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("`{text}` is not HOST[::GUEST][:ro|:rw]"));
+    }
+    Ok(Preopen {
+        host: host.into(),
+        guest: guest.into(),
+        writable,
+    })
+}
+
+impl Preopen {
+    /// Fails unless the host directory exists and is a directory.
+    pub fn check(&self) -> Result<()> {
+        match std::fs::metadata(&self.host) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => bail!("--dir {}: not a directory", self.host.display()),
+            Err(err) => bail!("--dir {}: {err}", self.host.display()),
+        }
+    }
+
+    /// Grants the directory in `builder`. A directory that disappeared since
+    /// start is logged and left out: the guest sees it missing.
+    pub fn grant(&self, builder: &mut WasiCtxBuilder) {
+        let perms = if self.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        if let Err(err) = builder.preopened_dir(&self.host, &self.guest, perms) {
+            tracing::warn!(dir = %self.host.display(), "--dir not granted: {err:#}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings() {
+        let dir = |host: &str, guest: &str, writable| Preopen {
+            host: host.into(),
+            guest: guest.into(),
+            writable,
+        };
+        assert_eq!(parse_dir("public"), Ok(dir("public", "public", false)));
+        assert_eq!(
+            parse_dir("public::/static"),
+            Ok(dir("public", "/static", false))
+        );
+        assert_eq!(
+            parse_dir("public::/static:rw"),
+            Ok(dir("public", "/static", true))
+        );
+        assert_eq!(
+            parse_dir("public::/static:ro"),
+            Ok(dir("public", "/static", false))
+        );
+        assert_eq!(
+            parse_dir("/srv/data:rw"),
+            Ok(dir("/srv/data", "/srv/data", true))
+        );
+        assert!(parse_dir("::/static").is_err());
+        assert!(parse_dir("public::").is_err());
+    }
+}
