@@ -4,8 +4,10 @@
 mod cli;
 mod component;
 mod deploy;
+mod grants;
 mod greeting;
 mod guest_failures;
+mod keyvalue;
 mod limits;
 mod linger;
 mod logging;
