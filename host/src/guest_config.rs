@@ -16,9 +16,10 @@ use wasmtime_wasi_config::WasiConfigVariables;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArgs {
     /// A configuration value guests read through `wasi:config/store`:
-    /// KEY=VALUE. Repeatable; wins over the same key in `--config-file`.
+    /// KEY=VALUE. Repeatable (the environment variable form holds one);
+    /// wins over the same key in `--config-file`.
     /// Keys not given read as absent.
-    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_entry)]
+    #[arg(long = "config", env = "WASI_SERVE_CONFIG", value_name = "KEY=VALUE", value_parser = parse_entry)]
     pub values: Vec<(String, String)>,
 
     /// Configuration values from a TOML file of flat `key = value` lines

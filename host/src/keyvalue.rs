@@ -50,9 +50,11 @@ pub struct KeyValueArgs {
     pub store: Option<String>,
 
     /// Put KEY=VALUE in the default bucket at start, unless KEY is there
-    /// already (so a restart keeps what guests wrote). Repeatable.
+    /// already (so a restart keeps what guests wrote). Repeatable (the
+    /// environment variable form holds one).
     #[arg(
         long = "keyvalue-data",
+        env = "WASI_SERVE_KEYVALUE_DATA",
         value_name = "KEY=VALUE",
         requires = "store",
         value_parser = parse_entry,

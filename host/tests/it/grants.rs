@@ -245,3 +245,39 @@ async fn visits_with_every_grant() {
         (200, "hi".into())
     );
 }
+
+/// WASI 0.3 components get the same grants: the 0.3 test guest reads a
+/// configuration value and counts in the store, which a 0.2 guest then
+/// reads, and without the flags it gets nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn wasi_0_3_components_get_the_same_grants() {
+    let store = scratch("grants-p3").join("store.db");
+    let store = store.to_str().unwrap();
+    let flags = ["--config", "greeting=Howdy", "--keyvalue", store];
+    let server = TestServer::with_flags(&crate::support::test_guest_p3(), &flags).await;
+    assert_eq!(
+        raw(server.addr, "GET", "/config/greeting", b"").await,
+        (200, "Howdy".into())
+    );
+    assert_eq!(raw(server.addr, "GET", "/config/other", b"").await.0, 404);
+    for n in 1..=3 {
+        assert_eq!(
+            raw(server.addr, "GET", "/incr/shared", b"").await,
+            (200, n.to_string())
+        );
+    }
+    drop(server);
+    let server = TestServer::with_flags(&visits(), &["--keyvalue", store]).await;
+    assert_eq!(
+        raw(server.addr, "GET", "/kv/shared", b"").await,
+        (200, "3".into())
+    );
+
+    let bare = TestServer::start(&crate::support::test_guest_p3()).await;
+    assert_eq!(raw(bare.addr, "GET", "/config/greeting", b"").await.0, 404);
+    let (status, body) = raw(bare.addr, "GET", "/incr/shared", b"").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "store error: Error::AccessDenied")
+    );
+}

@@ -25,6 +25,8 @@
 //! | `/count` | 200 with how many requests this instance has served, this one included |
 //! | `/empty-writes` | returns 200; its body task writes `start`, then empty chunks forever |
 //! | `/empty-prints` | writes empty chunks to stdout forever, never answering |
+//! | `/config/{key}` | 200 with `wasi:config`'s value for `key`, 404 if absent |
+//! | `/incr/{key}` | increments `key` in the default `wasi:keyvalue` bucket; 200 with the count, 503 `store error: …` |
 //!
 //! Bodies are written by tasks spawned before `handle` returns: the host
 //! reads a body only once it has the response. A write the host refuses (it
@@ -41,8 +43,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use guest_rt as _;
 
 wit_bindgen::generate!({
-    path: "../../wit/p3",
-    world: "test-guest",
+    path: ["../../wit/p3", "../../wit/config", "../../wit/keyvalue", "../../wit/p3-grants"],
+    world: "greeter:grants-p3/test-guest",
     generate_all,
 });
 
@@ -195,6 +197,20 @@ impl Guest for TestGuest {
                 Ok(body) => respond(200, body),
                 Err(err) => respond(502, err.into_bytes()),
             },
+            "config" => match wasi::config::store::get(rest) {
+                Ok(Some(value)) => respond(200, value.into_bytes()),
+                Ok(None) => respond(404, b"absent".to_vec()),
+                Err(err) => respond(500, format!("{err:?}").into_bytes()),
+            },
+            "incr" => {
+                use wasi::keyvalue::{atomics, store};
+                let counted =
+                    store::open("").and_then(|bucket| atomics::increment(&bucket, rest, 1));
+                match counted {
+                    Ok(n) => respond(200, format!("{n}").into_bytes()),
+                    Err(err) => respond(503, format!("store error: {err:?}").into_bytes()),
+                }
+            }
             name => respond(200, format!("Howdy, {name}!").into_bytes()),
         })
     }
