@@ -466,8 +466,8 @@ async fn an_unreachable_redis_store_is_an_error_not_a_trap() {
     assert_eq!(status, 503, "{body}");
 }
 
-/// A store that cannot be opened or written stops the start with one
-/// `error:` line naming it.
+/// A store that cannot be opened or written (SQLite), or a URL that names
+/// no server (Redis), stops the start with one `error:` line naming it.
 #[test]
 fn a_bad_store_path_is_one_error_at_start() {
     let dir = scratch("kv-bad");
@@ -481,6 +481,9 @@ fn a_bad_store_path_is_one_error_at_start() {
         (dir.join("missing/store.db"), "unable to open database file"),
         (dir.clone(), "is a directory"),
         (not_a_db, "file is not a database"),
+        // Redis: a URL that names no server. (A server that is down is no
+        // error at start: the host connects when it comes.)
+        (PathBuf::from("redis://127.0.0.1:notaport"), ""),
     ];
     for (path, cause) in cases {
         let path = path.to_str().unwrap();
