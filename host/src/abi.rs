@@ -53,29 +53,21 @@ const ACCEPTED: &str = "wasi-serve serves components that export \
     `wasi:http/incoming-handler@0.2.x` (world wasi:http/proxy) or \
     `wasi:http/handler@0.3.x` (world wasi:http/service)";
 
-/// The proposals still in draft that guests may import: these are served
-/// (as wasmtime serves them), not refused.
-const SERVED_DRAFTS: &[&str] = &[
-    "wasi:config/store@0.2.0-rc.1",
-    "wasi:keyvalue/store@0.2.0-draft",
-    "wasi:keyvalue/atomics@0.2.0-draft",
-    "wasi:keyvalue/batch@0.2.0-draft",
-];
-
-/// Refuses, in one line, a component built against a WASI release
-/// candidate (`wasi:http/handler@0.3.0-rc-…`): this host links the
-/// released interfaces only, and the linker's own message would name one
-/// missing import without saying why.
+/// Explains, in one line, why a component built against a WASI release
+/// candidate (`wasi:http/handler@0.3.0-rc-…`) did not link or has no
+/// usable handler: this host serves the released interfaces (and the drafts it
+/// links, such as `wasi:keyvalue@0.2.0-draft`), and the linker's own message
+/// would name one missing import without saying why. Called only once
+/// linking, or finding or typing the handler, failed.
 pub fn refuse_release_candidates(component: &Component, engine: &Engine) -> Result<()> {
     let ty = component.component_type();
     let exports = ty.exports(engine).map(|(name, _)| ("exports", name));
     let imports = ty.imports(engine).map(|(name, _)| ("imports", name));
     for (what, name) in exports.chain(imports) {
-        let pre_release = !SERVED_DRAFTS.contains(&name)
-            && name
-                .strip_prefix("wasi:")
-                .and_then(|name| name.split_once('@'))
-                .is_some_and(|(_, version)| version.contains('-'));
+        let pre_release = name
+            .strip_prefix("wasi:")
+            .and_then(|name| name.split_once('@'))
+            .is_some_and(|(_, version)| version.contains('-'));
         if pre_release {
             bail!(
                 "it {what} `{name}`, from a WASI release candidate; {ACCEPTED}: rebuild it against WASI 0.3.0 or later"

@@ -12,6 +12,8 @@ use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
 use wasmtime_wasi_config::WasiConfigVariables;
 
+use crate::units::parse_key_value;
+
 /// The `--config` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArgs {
@@ -19,7 +21,7 @@ pub struct ConfigArgs {
     /// KEY=VALUE. Repeatable (the environment variable form holds one);
     /// wins over the same key in `--config-file`.
     /// Keys not given read as absent.
-    #[arg(long = "config", env = "WASI_SERVE_CONFIG", value_name = "KEY=VALUE", value_parser = parse_entry)]
+    #[arg(long = "config", env = "WASI_SERVE_CONFIG", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub values: Vec<(String, String)>,
 
     /// Configuration values from a TOML file of flat `key = value` lines
@@ -30,13 +32,6 @@ pub struct ConfigArgs {
         value_name = "FILE"
     )]
     pub file: Option<PathBuf>,
-}
-
-fn parse_entry(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
-        _ => Err(format!("`{text}` is not KEY=VALUE")),
-    }
 }
 
 /// The values in force.

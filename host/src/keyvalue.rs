@@ -21,7 +21,7 @@ use anyhow::Result;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::state::GuestState;
-use crate::units::parse_size;
+use crate::units::{parse_key_value, parse_size};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -57,7 +57,7 @@ pub struct KeyValueArgs {
         env = "WASI_SERVE_KEYVALUE_DATA",
         value_name = "KEY=VALUE",
         requires = "store",
-        value_parser = parse_entry,
+        value_parser = parse_key_value,
     )]
     pub data: Vec<(String, String)>,
 
@@ -79,13 +79,6 @@ pub struct KeyValueArgs {
         value_parser = parse_size,
     )]
     pub max_value_size: u64,
-}
-
-fn parse_entry(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
-        _ => Err(format!("`{text}` is not KEY=VALUE")),
-    }
 }
 
 /// A store guests share, opened from the flags.
@@ -435,14 +428,4 @@ impl batch::Host for KeyValue<'_> {
             .await
             .map_err(|e| store.failed("delete-many", e)))
     }
-}
-
-/// The number an `increment` finds in a value: decimal text, as
-/// wasmtime's and Redis's counters keep it; a missing value is 0.
-fn counter(value: Option<&[u8]>) -> Outcome<u64> {
-    let Some(value) = value else { return Ok(0) };
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|text| text.parse::<u64>().ok())
-        .ok_or_else(|| StoreError("the value is not a decimal counter".into()))
 }

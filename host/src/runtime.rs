@@ -173,19 +173,28 @@ impl Runtime {
             }
         };
         let engine = &flavor.engine;
-        abi::refuse_release_candidates(&component, engine)?;
+        // A component that does not link or has no usable handler may be
+        // built against a WASI release candidate: then that is what is said.
+        let explain = |err: anyhow::Error| {
+            abi::refuse_release_candidates(&component, engine)
+                .err()
+                .unwrap_or(err)
+        };
         let pre = flavor
             .linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
-            .context("it imports something this host does not provide")?;
-        let version = abi::detect(&component, engine)?;
-        let pre = HandlerPre::new(version, pre).with_context(|| {
-            format!(
-                "its `wasi:http` handler does not match WASI {}",
-                version.as_str()
-            )
-        })?;
+            .context("it imports something this host does not provide")
+            .map_err(explain)?;
+        let version = abi::detect(&component, engine).map_err(explain)?;
+        let pre = HandlerPre::new(version, pre)
+            .with_context(|| {
+                format!(
+                    "its `wasi:http` handler does not match WASI {}",
+                    version.as_str()
+                )
+            })
+            .map_err(explain)?;
         let cache = match (hits, &self.cache) {
             (Some(before), Some(cache)) if cache.cache_hits() > before => "hit",
             (Some(_), _) => "miss",

@@ -17,6 +17,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// `KEY=VALUE`, the key not empty (the value may be).
+pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
 /// A byte size such as `128MiB`, `64KiB`, `1GiB` or a plain number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();

@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Outcome, StoreError, counter};
+use super::{Outcome, StoreError};
 
 /// Operations queued for the thread; senders wait when it is full.
 const QUEUE: usize = 4096;
@@ -276,4 +276,14 @@ fn run_group(connection: &mut Connection, group: &mut Vec<Job>) -> (Vec<Answer>,
         None => transaction.commit().map_err(cause),
     };
     (answers, committed)
+}
+
+/// The number an `increment` finds in a value: decimal text, as
+/// wasmtime's and Redis's counters keep it; a missing value is 0.
+fn counter(value: Option<&[u8]>) -> Outcome<u64> {
+    let Some(value) = value else { return Ok(0) };
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(|| StoreError("the value is not a decimal counter".into()))
 }
