@@ -11,6 +11,8 @@
 //!   admission into instance slots; the memory limiter.
 //! - [`runtime`]: built once: engine (pooling allocator, epoch ticker) and
 //!   linker; compiles and checks components, so a bad one never serves.
+//!   [`pagemap`]: whether the kernel's page scan can tell which memory
+//!   pages an instance wrote, which decides how its slot is reset.
 //! - [`state`]: what each request's store holds, and what it grants the guest:
 //!   [`guest_config`] (`wasi:config`), [`preopens`] (`--dir`), [`keyvalue`]
 //!   (`wasi:keyvalue` on SQLite or Redis).
@@ -63,6 +65,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod p3_client;
+pub mod pagemap;
 pub mod preopens;
 pub mod proxy;
 pub mod reload;

@@ -56,9 +56,14 @@ struct Flavor {
 
 impl Flavor {
     /// An engine sized by `limits`, and a linker with WASI 0.2 and, if
-    /// `concurrent`, WASI 0.3.
-    fn new(limits: &Limits, cache: Option<Cache>, concurrent: bool) -> Result<Self> {
-        let engine = new_engine(limits, cache, concurrent)?;
+    /// `concurrent`, WASI 0.3; see [`new_engine`].
+    fn new(
+        limits: &Limits,
+        cache: Option<Cache>,
+        concurrent: bool,
+        exact_scan: bool,
+    ) -> Result<Self> {
+        let engine = new_engine(limits, cache, concurrent, exact_scan)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -125,8 +130,18 @@ impl Runtime {
     /// `cache_dir`; starts the epoch ticker.
     pub fn new(limits: &Limits, cache_dir: Option<&Path>) -> Result<Self> {
         let cache = cache_dir.map(open_cache).transpose()?;
-        let sync = Flavor::new(limits, cache.clone(), false)?;
-        let concurrent = Flavor::new(limits, cache.clone(), true)?;
+        let exact_scan = crate::pagemap::scan_finds_only_written_pages();
+        tracing::debug!(
+            exact_scan,
+            "memory slots are reset {}",
+            if exact_scan {
+                "page by page, as PAGEMAP_SCAN finds them written"
+            } else {
+                "whole (PAGEMAP_SCAN is missing or cannot tell)"
+            }
+        );
+        let sync = Flavor::new(limits, cache.clone(), false, exact_scan)?;
+        let concurrent = Flavor::new(limits, cache.clone(), true, exact_scan)?;
         start_epoch_ticker(&[&sync.engine, &concurrent.engine]);
         Ok(Self {
             sync,
@@ -288,8 +303,14 @@ fn open_cache(dir: &Path) -> Result<Cache> {
 }
 
 /// An engine with epoch interruption and the pooling allocator, sized by
-/// `limits`; with the component model's concurrency if `concurrent`.
-fn new_engine(limits: &Limits, cache: Option<Cache>, concurrent: bool) -> Result<Engine> {
+/// `limits`; with the component model's concurrency if `concurrent`; slots
+/// reset with PAGEMAP_SCAN if `exact_scan`.
+fn new_engine(
+    limits: &Limits,
+    cache: Option<Cache>,
+    concurrent: bool,
+    exact_scan: bool,
+) -> Result<Engine> {
     let n = limits.max_concurrent_requests;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
@@ -304,11 +325,18 @@ fn new_engine(limits: &Limits, cache: Option<Cache>, concurrent: bool) -> Result
         // body after the handler returns), each on a stack of its own.
         .total_stacks(if concurrent { n.saturating_mul(4) } else { n })
         .max_memory_size(limits.max_memory)
-        // Reset a freed slot by rewriting only the pages the instance
-        // touched (found with Linux's PAGEMAP_SCAN where the kernel has it)
-        // instead of unmapping them: no page-table churn, no TLB shootdown,
-        // no page faults for the next instance. See docs/performance.md.
-        .pagemap_scan(Enabled::Auto)
+        // Reset a freed slot in place instead of unmapping it: no page-table
+        // churn, no TLB shootdown, no page faults for the next instance.
+        // Where Linux's PAGEMAP_SCAN tells the pages the instance wrote from
+        // the rest, only those are rewritten; where it does not (it names
+        // untouched pages too), the scan would have the whole memory
+        // rewritten anyway, so the first KEEP_RESIDENT bytes are rewritten
+        // without the system call. See docs/performance.md.
+        .pagemap_scan(if exact_scan {
+            Enabled::Auto
+        } else {
+            Enabled::No
+        })
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT)
         // A reloaded component is a new module: with wasmtime's default (up
