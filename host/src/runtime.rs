@@ -3,7 +3,7 @@
 //! every reload, so a bad one never serves.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::abi::{self, HandlerPre};
@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
+    Cache, CacheConfig, Config, Enabled, Engine, EngineWeak, InstanceAllocationStrategy,
     PoolingAllocationConfig,
 };
 
@@ -36,15 +36,24 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// engine enables it, about 14 µs per request for the 0.2 greeter
 /// (docs/performance.md). WASI 0.2 components run on an engine without it;
 /// components that need it (all of WASI 0.3) on one with it.
+///
+/// Each is built the first time a component needs it: an engine reserves
+/// its pools up front, a guard page for every fiber stack among them
+/// (5,000 `mprotect` calls for both at the default 1,000 requests, most of
+/// a cached start), which a server of 0.2 components never needs for 0.3.
 #[derive(Clone)]
 pub struct Runtime {
-    /// WASI 0.2 interfaces only, no component-model concurrency.
-    sync: Flavor,
-    /// WASI 0.2 and 0.3 interfaces, with component-model concurrency.
-    concurrent: Flavor,
+    /// `[without, with]` concurrency, once built: [`Runtime::flavor`].
+    flavors: Arc<Mutex<[Option<Flavor>; 2]>>,
+    /// How an engine is built.
+    limits: Limits,
+    /// Whether slots are reset with the page scan ([`crate::pagemap`]).
+    exact_scan: bool,
     /// The engines' compile cache (a handle on the same state), to tell a
     /// compile from a cache hit in the logs.
     cache: Option<Cache>,
+    /// The engines built so far, whose epoch the ticker thread advances.
+    ticked: Arc<Mutex<Vec<EngineWeak>>>,
 }
 
 /// One engine and the linker over it.
@@ -140,14 +149,43 @@ impl Runtime {
                 "whole (PAGEMAP_SCAN is missing or cannot tell)"
             }
         );
-        let sync = Flavor::new(limits, cache.clone(), false, exact_scan)?;
-        let concurrent = Flavor::new(limits, cache.clone(), true, exact_scan)?;
-        start_epoch_ticker(&[&sync.engine, &concurrent.engine]);
-        Ok(Self {
-            sync,
-            concurrent,
+        let ticked = Arc::new(Mutex::new(Vec::new()));
+        start_epoch_ticker(ticked.clone());
+        let runtime = Self {
+            flavors: Arc::default(),
+            limits: limits.clone(),
+            exact_scan,
             cache,
-        })
+            ticked,
+        };
+        // The engine most components need, and the check of `limits`
+        // against this machine, at start rather than at the first load.
+        runtime.flavor(false)?;
+        Ok(runtime)
+    }
+
+    /// The engine and linker with the component model's concurrency or
+    /// without, built on first use.
+    fn flavor(&self, concurrent: bool) -> Result<Flavor> {
+        let mut flavors = self
+            .flavors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = &mut flavors[usize::from(concurrent)];
+        if let Some(flavor) = slot {
+            return Ok(flavor.clone());
+        }
+        let flavor = Flavor::new(
+            &self.limits,
+            self.cache.clone(),
+            concurrent,
+            self.exact_scan,
+        )?;
+        self.ticked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(flavor.engine.weak());
+        Ok(slot.insert(flavor).clone())
     }
 
     /// Loads the component at `path`, or explains in one line why it can't
@@ -178,13 +216,15 @@ impl Runtime {
         let hits = self.cache.as_ref().map(Cache::cache_hits);
         // A component that validates without the async component model is
         // served without it; any other (every WASI 0.3 one) needs it.
-        let (flavor, component, concurrent) = match Component::new(&self.sync.engine, bytes) {
-            Ok(component) => (&self.sync, component, false),
+        let sync = self.flavor(false)?;
+        let (flavor, component, concurrent) = match Component::new(&sync.engine, bytes) {
+            Ok(component) => (sync, component, false),
             Err(_) => {
-                let component = Component::new(&self.concurrent.engine, bytes)
+                let flavor = self.flavor(true)?;
+                let component = Component::new(&flavor.engine, bytes)
                     .map_err(anyhow::Error::from)
                     .context("invalid component")?;
-                (&self.concurrent, component, true)
+                (flavor, component, true)
             }
         };
         let engine = &flavor.engine;
@@ -358,10 +398,9 @@ fn new_engine(
         .context("failed to create the WebAssembly engine")
 }
 
-/// One thread advances the epoch of `engines` every [`EPOCH_TICK`]; it ends
-/// when they are dropped.
-fn start_epoch_ticker(engines: &[&Engine]) {
-    let engines: Vec<_> = engines.iter().map(|engine| engine.weak()).collect();
+/// One thread advances the epoch of the engines in `engines` every
+/// [`EPOCH_TICK`]; it ends once the runtime and every engine are dropped.
+fn start_epoch_ticker(engines: Arc<Mutex<Vec<EngineWeak>>>) {
     std::thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
@@ -369,11 +408,18 @@ fn start_epoch_ticker(engines: &[&Engine]) {
             // let go in turn.
             loop {
                 let mut live = false;
-                for engine in engines.iter().filter_map(|engine| engine.upgrade()) {
+                for engine in engines
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .iter()
+                    .filter_map(EngineWeak::upgrade)
+                {
                     engine.increment_epoch();
                     live = true;
                 }
-                if !live {
+                // Only this thread holds the list: the runtime is gone, and
+                // no engine can be added any more.
+                if !live && Arc::strong_count(&engines) == 1 {
                     return;
                 }
                 std::thread::sleep(EPOCH_TICK);
