@@ -74,12 +74,15 @@ pub struct Config {
     /// Log lines queued for the thread that writes stderr. When stderr
     /// cannot keep up and the queue is full, further lines are dropped (a
     /// request never waits for its log line) and counted in
-    /// `wasi_serve_log_lines_dropped_total`.
+    /// `wasi_serve_log_lines_dropped_total`. The queue's slots are
+    /// allocated at start, 32 bytes each: 16,384 lines hold a third of a
+    /// second of a busy server's access log (46,000 requests/s measured) in
+    /// 512 KiB; 65,536 cost 1.5 MiB more of resident memory.
     #[arg(
         long,
         env = "WASI_SERVE_LOG_QUEUE_LINES",
         value_name = "LINES",
-        default_value_t = 65536,
+        default_value_t = 16384,
         value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |lines| lines as usize)
     )]
     pub log_queue_lines: usize,

@@ -11,9 +11,30 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result, bail};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::app::Listeners;
+
+/// Connections the kernel may hold before they are accepted. std and tokio
+/// ask for 128, which a burst of new connections overflows: the kernel
+/// drops the client's SYN, and the client retries a second later. The
+/// kernel caps this at `net.core.somaxconn` (4096 by default since Linux
+/// 5.4), the same as `Backlog=` in `docs/wasi-serve.socket`.
+pub const BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with a backlog of [`BACKLOG`], and
+/// `SO_REUSEADDR` so a restart binds while old connections linger in
+/// TIME_WAIT (as std and tokio do).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
 
 /// The sockets systemd passed to this process, in the order of the unit's
 /// `ListenStream=` lines.
@@ -81,9 +102,7 @@ impl Inherited {
                 )
             }
             Some(socket) => TcpListener::from_std(socket)?,
-            None => TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("failed to listen on `{addr}`"))?,
+            None => bind(addr).with_context(|| format!("failed to listen on `{addr}`"))?,
         };
         let admin = match (inherited.next(), admin_addr) {
             (Some(socket), Some(addr)) => bail!(
@@ -93,8 +112,7 @@ impl Inherited {
             ),
             (Some(socket), None) => Some(TcpListener::from_std(socket)?),
             (None, Some(addr)) => Some(
-                TcpListener::bind(addr)
-                    .await
+                bind(addr)
                     .with_context(|| format!("failed to listen on `{addr}` (--admin-addr)"))?,
             ),
             (None, None) => None,

@@ -4,7 +4,9 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{STEP, TestServer, build, greeter, http1, http2, read};
+use std::time::Duration;
+
+use crate::support::{STEP, ServeProcess, TestServer, build, greeter, http1, http2, read};
 
 /// Several requests, one after another, on one HTTP/1.1 connection.
 #[tokio::test(flavor = "multi_thread")]
@@ -213,4 +215,55 @@ async fn http1_0_without_host_is_served() {
     let absolute = format!("GET http://{}/World HTTP/1.0\r\n\r\n", server.addr);
     let raw = exchange(server.addr, absolute.as_bytes()).await;
     assert!(raw.ends_with("Hello, World!"), "{raw:?}");
+}
+
+/// A burst of new connections while the host is not accepting (here it is
+/// stopped with SIGSTOP) waits in the listen backlog, 600 of them, far past
+/// the 128 that std and tokio ask for; once the host runs again, every one
+/// is answered. With a backlog of 128 the kernel drops the extra SYNs and
+/// those connects time out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_connections_waits_in_the_backlog() {
+    // The kernel caps any backlog at `net.core.somaxconn`.
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(4096);
+    let burst = 600.min(somaxconn - 1);
+    let greeter = greeter();
+    let serve = ServeProcess::start(&[greeter.to_str().unwrap()]).await;
+    let addr = serve.addr;
+    let pid = serve.child.id().expect("running") as libc::pid_t;
+    // SAFETY: signals to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let connected = tokio::task::spawn_blocking(move || {
+        (0..burst)
+            .map(|n| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(800))
+                    .unwrap_or_else(|err| panic!("connection {n} of {burst}: {err}"))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    // SAFETY: as above; the host runs again whatever the connects did.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let streams = connected.expect("every connection completed while the host was stopped");
+    let answered = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut answered = 0;
+        for mut stream in streams {
+            stream.set_read_timeout(Some(STEP)).unwrap();
+            stream
+                .write_all(b"GET /World HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            assert!(reply.ends_with("Hello, World!"), "{reply:?}");
+            answered += 1;
+        }
+        answered
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered, burst);
 }
