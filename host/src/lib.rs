@@ -29,6 +29,8 @@
 //! - [`response_body`]: a WASI 0.2 response body the guest left open is cut
 //!   off, not ended as if complete.
 //! - [`reload`]: hot swap on SIGHUP or file change.
+//! - [`access_log`]: the line per request, formatted without the
+//!   subscriber's generic machinery when the log is plain text.
 //! - [`logging`]: the log on stderr, written by a thread of its own through
 //!   a bounded queue; lines dropped when it is full are counted.
 //! - [`metrics`]: Prometheus metrics.
@@ -38,7 +40,7 @@
 //!   the request target's form): 400 before any guest runs.
 //! - [`linger`]: early answers (413, 431, 503) that still reach a client
 //!   busy sending its request: lingering close, HTTP/2 bodies drained.
-//! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 connections, the access log,
+//! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 connections,
 //!   errors turned into responses, graceful drain.
 //! - [`listen`]: the listening sockets: passed by systemd (socket
 //!   activation) or bound from the flags.
@@ -51,6 +53,7 @@
 //! in-process on port 0, admin, TLS and reload included.
 
 pub mod abi;
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod body;

@@ -37,14 +37,18 @@ pub fn init(format: LogFormat, queue_lines: usize) {
     *WRITER
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(guard);
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(writer);
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    );
     match format {
-        LogFormat::Text => logs.with_ansi(colours()).init(),
-        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => {
+            let colours = colours();
+            if !colours {
+                crate::access_log::format_here(writer.clone());
+            }
+            logs.with_ansi(colours).with_writer(writer).init()
+        }
+        LogFormat::Json => logs.with_writer(writer).json().init(),
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::WasiBody;
 
+use crate::access_log;
 use crate::linger::{Drained, Lingering};
 use crate::proxy::{self, Proxy, ProxyError};
 use crate::request_head;
@@ -240,13 +241,7 @@ async fn serve(
     };
     let elapsed = started.elapsed();
     proxy.metrics().answered(response.status(), elapsed);
-    tracing::info!(
-        target: "wasi_serve::access",
-        %method,
-        path = uri.path(),
-        status = response.status().as_u16(),
-        ?elapsed,
-    );
+    access_log::record(&method, uri.path(), response.status(), elapsed);
     response
 }
 
