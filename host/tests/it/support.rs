@@ -503,13 +503,50 @@ fn own_cache(args: &[&str]) -> Vec<String> {
     ]
 }
 
-/// A fresh directory for one test's files, under the system's temp dir.
+/// The prefix of the directory, in the system's temp dir, that holds one
+/// test run's scratch directories; the run's process id follows it.
+const SCRATCH_ROOT: &str = "wasi-serve-tests-";
+
+/// A fresh directory for one test's files, under this run's directory in
+/// the system's temp dir.
+///
+/// A test may end in a panic, and the harness has no hook for the end of a
+/// run, so nothing is removed when a test ends. Instead the first call of a
+/// run removes what earlier runs left (those whose process is gone): at
+/// most one run's files stay behind, not every run's.
 pub fn scratch(name: &str) -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let root = ROOT.get_or_init(|| {
+        remove_earlier_runs();
+        std::env::temp_dir().join(format!("{SCRATCH_ROOT}{}", std::process::id()))
+    });
     let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("wasi-serve-{}-{name}-{n}", std::process::id()));
+    let dir = root.join(format!("{name}-{n}"));
     std::fs::create_dir_all(&dir).expect("create a scratch dir");
     dir
+}
+
+/// Removes the scratch directories of test runs that have ended.
+fn remove_earlier_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(SCRATCH_ROOT))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process id in use again by another process keeps its files
+        // until a later run: the safe way to be wrong.
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The value of the sample `name` (with its labels, as printed) in a
@@ -521,4 +558,26 @@ pub fn sample(page: &str, name: &str) -> f64 {
         .trim()
         .parse()
         .expect("a number")
+}
+
+/// A scratch directory left by a run whose process has ended is removed;
+/// this run's own is kept.
+#[test]
+fn scratch_dirs_of_ended_runs_are_removed() {
+    let ours = scratch("sweep")
+        .parent()
+        .expect("the run's directory")
+        .to_path_buf();
+    let mut ended = std::process::Command::new("true")
+        .spawn()
+        .expect("run `true`");
+    let pid = ended.id();
+    ended.wait().expect("`true` ends");
+    let left = std::env::temp_dir().join(format!("{SCRATCH_ROOT}{pid}"));
+    std::fs::create_dir_all(left.join("cache-0")).expect("create a left-over dir");
+
+    remove_earlier_runs();
+
+    assert!(!left.exists(), "{} is still there", left.display());
+    assert!(ours.exists(), "{} was removed", ours.display());
 }
