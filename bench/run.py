@@ -139,8 +139,12 @@ def median_range(values: list[float]) -> tuple[float, float, float]:
 
 def run(args: argparse.Namespace) -> dict:
     tools = setup()
-    cache_dir = Path(tempfile.mkdtemp(prefix="wasi-serve-bench-cache-"))
-    commands = servers(tools, cache_dir)
+    # The servers' compile caches, removed when the run ends, however it ends.
+    with tempfile.TemporaryDirectory(prefix="wasi-serve-bench-cache-") as cache_dir:
+        return measure(args, servers(tools, Path(cache_dir)))
+
+
+def measure(args: argparse.Namespace, commands: dict) -> dict:
     results = {
         name: {"rps": [], "user": [], "sys": [], "p50": [], "p99": [], "rss": [], "cold": [], "h2": []}
         for name in commands
