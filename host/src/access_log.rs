@@ -35,28 +35,37 @@ pub fn record(method: &Method, path: &str, status: StatusCode, elapsed: Duration
         return;
     }
     let Some(queue) = QUEUE.get() else {
-        tracing::info!(
-            target: "wasi_serve::access",
-            %method,
-            path,
-            status = status.as_u16(),
-            ?elapsed,
-        );
+        event(method, path, status, elapsed);
         return;
     };
     thread_local! {
-        static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+        /// This thread's line buffer and handle on the queue, both reused
+        /// from one request to the next.
+        static LINE: RefCell<(String, Option<NonBlocking>)> =
+            const { RefCell::new((String::new(), None)) };
     }
-    LINE.with_borrow_mut(|line| {
+    LINE.with_borrow_mut(|(line, writer)| {
         line.clear();
         format_line(line, SystemTime::now(), method, path, status, elapsed);
+        let writer = writer.get_or_insert_with(|| queue.make_writer());
         // A full queue drops the line and counts it, as for any other line.
-        let _ = queue.make_writer().write_all(line.as_bytes());
+        let _ = writer.write_all(line.as_bytes());
     });
 }
 
+/// The access line as an ordinary `tracing` event.
+fn event(method: &Method, path: &str, status: StatusCode, elapsed: Duration) {
+    tracing::info!(
+        target: "wasi_serve::access",
+        %method,
+        path,
+        status = status.as_u16(),
+        ?elapsed,
+    );
+}
+
 /// Appends the access line to `line`, as `tracing`'s default formatter
-/// writes the event `record` would otherwise emit.
+/// writes [`event`].
 fn format_line(
     line: &mut String,
     now: SystemTime,
@@ -126,13 +135,7 @@ mod tests {
                 .with_writer(move || writer.clone())
                 .finish();
             tracing::subscriber::with_default(subscriber, || {
-                tracing::info!(
-                    target: "wasi_serve::access",
-                    %method,
-                    path,
-                    status = status.as_u16(),
-                    ?elapsed,
-                );
+                event(&method, path, status, elapsed);
             });
             let theirs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
             let mut ours = String::new();
