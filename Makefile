@@ -2,7 +2,7 @@
 #
 #   make run    build, then serve the greeter on http://localhost:8080
 #   make test   build, then run every test (unit, integration, component checks)
-#   make build  target/release/wasi-serve, target/wasm32-wasip2/release/greeter.wasm (WASI 0.2)
+#   make build  target/dist/wasi-serve, target/wasm32-wasip2/release/greeter.wasm (WASI 0.2)
 #               and greeter_p3.wasm (WASI 0.3) beside it
 #   make lint   rustfmt check and clippy -D warnings (host natively, guests for wasm)
 #   make bench  wasi-serve vs wasmtime serve, aiohttp and native hyper; writes docs/benchmarks.md
@@ -20,7 +20,7 @@ TARGET := wasm32-wasip2
 # Every crate compiled for the guest target; one cargo call builds them all
 # (hello-wstd is the Rust entry of `make toolchains`).
 GUESTS := -p greeter -p greeter-p3 -p visits -p test-guest -p test-guest-p3 -p hello-wstd
-HOST   := target/release/wasi-serve
+HOST   := target/dist/wasi-serve
 GREETER := target/$(TARGET)/release/greeter.wasm
 GREETER_P3 := target/$(TARGET)/release/greeter_p3.wasm
 ADDR   ?= 127.0.0.1:8080
@@ -34,18 +34,22 @@ all: build
 setup:
 	@rustup toolchain install --no-self-update
 
+# The servers in the `dist` profile (Cargo.toml): optimised as one program,
+# which is what users run and what `make bench` measures.
 build: setup
-	$(CARGO) build --locked --release -p wasi-serve -p hello-native
+	$(CARGO) build --locked --profile dist -p wasi-serve -p hello-native
 	$(CARGO) build --locked --release --target $(TARGET) $(GUESTS)
 	@ls -l $(HOST) $(GREETER) $(GREETER_P3)
 
 run: build
 	$(HOST) --addr $(ADDR) $(GREETER)
 
-# Release profile throughout: the tests reuse the dependencies `make build`
-# compiled instead of building wasmtime a second time. Two cargo calls: built
-# together, the greeter's proc-macro dependencies would change features that
-# wasmtime's macros share, and wasmtime would be compiled again.
+# The tests build in the `release` profile, not `dist`: `dist` links each
+# binary as one program (about three minutes each), and the tests link three.
+# So wasmtime is compiled twice here, once for the tests and once for the
+# server `make run` serves, which toolchains/run.py checks. Two cargo calls:
+# built together, the greeter's proc-macro dependencies would change features
+# that wasmtime's macros share, and wasmtime would be compiled a third time.
 # The key-value tests start a redis-server of their own (Debian's package,
 # installed here when missing; without it they say they are skipped).
 test: build
@@ -62,9 +66,10 @@ lint: setup
 
 # A few minutes at most; not part of `make test`. ROUNDS=1 for a quick look.
 ROUNDS ?= 3
-# The in-process benchmarks are built first, then run on CPU 0 alone (as
-# the servers are), so that a move between CPUs does not add to their noise.
-BENCHES := --locked -p instance-bench --bench instance --bench phases
+# The in-process benchmarks are built first (in `dist`, like the server),
+# then run on CPU 0 alone (as the servers are), so that a move between CPUs
+# does not add to their noise.
+BENCHES := --locked --profile dist -p instance-bench --bench instance --bench phases
 bench: build
 	$(CARGO) bench $(BENCHES) --no-run
 	taskset -c 0 $(CARGO) bench $(BENCHES) -- --warm-up-time 1 --measurement-time 3
@@ -126,10 +131,10 @@ IMAGE ?= localhost/wasi-serve:latest
 image: build
 	@command -v podman >/dev/null && command -v runc >/dev/null && command -v musl-gcc >/dev/null \
 	    || apt-get install -y -q podman runc musl-tools
-	$(CARGO) build --locked --release --target $(MUSL) -p wasi-serve
+	$(CARGO) build --locked --profile dist --target $(MUSL) -p wasi-serve
 	rm -rf target/image && mkdir -p target/image/cache
 	# Symbols out (48 MB -> 33 MB); panics still name their file and line.
-	strip -o target/image/wasi-serve target/$(MUSL)/release/wasi-serve
+	strip -o target/image/wasi-serve target/$(MUSL)/dist/wasi-serve
 	cp $(GREETER) target/image/
 	podman build --no-cache -t $(IMAGE) -f deploy/image/Containerfile target/image
 	@podman image inspect $(IMAGE) --format '$(IMAGE): {{.Size}} bytes'

@@ -45,8 +45,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from harness import (  # noqa: E402
-    GREETER, GREETER_P3, LOAD_CPU, VISITS, ROOT, TARGET, cpu_seconds, free_port,
-    peak_rss_mib, running, setup, sh, start, stop,
+    GREETER, GREETER_P3, HELLO_NATIVE, LOAD_CPU, VISITS, ROOT, TARGET, WASI_SERVE, cpu_seconds,
+    free_port, peak_rss_mib, running, setup, sh, start, stop,
 )
 
 # `wasmtime serve` of the wasmtime release wasi-serve is built on, if `make
@@ -98,7 +98,7 @@ def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
         # is the default: info, access log included.
         return lambda port, cached=True: [
             "env", *([f"RUST_LOG={log}"] if log else ["-u", "RUST_LOG"]),
-            str(TARGET / "release/wasi-serve"), "--addr", f"127.0.0.1:{port}", *flags,
+            str(WASI_SERVE), "--addr", f"127.0.0.1:{port}", *flags,
             *(["--cache-dir", str(cache_dir)] if cached else ["--no-cache"]), str(component),
         ]
 
@@ -128,7 +128,7 @@ def servers(tools: dict[str, Path], cache_dir: Path) -> dict[str, callable]:
             str(tools["python"]), str(ROOT / "bench/aiohttp_hello.py"), str(port),
         ],
         "hello-native": lambda port, cached=True: [
-            str(TARGET / "release/hello-native"), f"127.0.0.1:{port}",
+            str(HELLO_NATIVE), f"127.0.0.1:{port}",
         ],
     }
 
@@ -297,7 +297,7 @@ def in_process(started: float) -> list[tuple[str, float]]:
     """The criterion figures `make bench` measured just before this run
     (median ns per iteration). A figure older than the binaries it measured,
     or from more than an hour before this run, is left out."""
-    built = max((TARGET / "release/wasi-serve").stat().st_mtime, GREETER.stat().st_mtime)
+    built = max((WASI_SERVE).stat().st_mtime, GREETER.stat().st_mtime)
     figures = []
     for estimates in sorted((TARGET / "criterion").glob("*/new/estimates.json")):
         measured = estimates.stat().st_mtime

@@ -9,7 +9,7 @@ exit code 0.
 
 Environment:
   WASI_SERVE_BIN  the host command, split as a shell would (options may
-                  follow); default: target/release/wasi-serve in the
+                  follow); default: target/dist/wasi-serve in the
                   repository that holds this file
 """
 
@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 
 _REPO = Path(__file__).resolve().parent.parent
 WASI_SERVE = shlex.split(
-    os.getenv("WASI_SERVE_BIN", str(_REPO / "target" / "release" / "wasi-serve")))
+    os.getenv("WASI_SERVE_BIN", str(_REPO / "target" / "dist" / "wasi-serve")))
 
 # `http-client-send-errors` and `http-client-sent` send to this name and
 # expect the send to fail. Allowing the origin makes it fail for the real

@@ -78,7 +78,7 @@ def main() -> int:
     jco = HERE / "node_modules/.bin/jco"
     greeter = str(harness.GREETER)
     greeter_p3 = str(harness.GREETER_P3)
-    wasi_serve = str(harness.TARGET / "release/wasi-serve")
+    wasi_serve = str(harness.WASI_SERVE)
     wasmtime = str(tools["wasmtime"])
     runtimes = {
         "wasi-serve": lambda port: [wasi_serve, "--addr", f"127.0.0.1:{port}", greeter],

@@ -19,6 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+# The servers `make build` builds, in the profile users run (`dist`).
+WASI_SERVE = TARGET / "dist/wasi-serve"
+HELLO_NATIVE = TARGET / "dist/hello-native"
 GREETER = TARGET / "wasm32-wasip2/release/greeter.wasm"
 GREETER_P3 = TARGET / "wasm32-wasip2/release/greeter_p3.wasm"
 VISITS = TARGET / "wasm32-wasip2/release/visits.wasm"

@@ -49,9 +49,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from harness import ROOT, TARGET, free_port  # noqa: E402
+from harness import ROOT, TARGET, WASI_SERVE, free_port  # noqa: E402
 
-HOST = TARGET / "release/wasi-serve"
+HOST = WASI_SERVE
 # The served file alternates between these two on each reload.
 GUESTS = [
     TARGET / "wasm32-wasip2/release/test_guest.wasm",

@@ -566,8 +566,8 @@ def figure_rows(figures: dict) -> tuple[list[str], list[list[str]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", type=Path, default=harness.TARGET / "release/wasi-serve",
-                        help="the wasi-serve binary (default: target/release/wasi-serve)")
+    parser.add_argument("--server", type=Path, default=harness.WASI_SERVE,
+                        help="the wasi-serve binary (default: target/dist/wasi-serve)")
     parser.add_argument("--only", default=",".join(TOOLCHAINS),
                         help="comma-separated subset of: " + ", ".join(TOOLCHAINS))
     parser.add_argument("--max-seconds", type=int, default=900, help="hard bound on the whole run")
