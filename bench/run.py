@@ -297,7 +297,7 @@ def in_process(started: float) -> list[tuple[str, float]]:
     """The criterion figures `make bench` measured just before this run
     (median ns per iteration). A figure older than the binaries it measured,
     or from more than an hour before this run, is left out."""
-    built = max((WASI_SERVE).stat().st_mtime, GREETER.stat().st_mtime)
+    built = max(WASI_SERVE.stat().st_mtime, GREETER.stat().st_mtime)
     figures = []
     for estimates in sorted((TARGET / "criterion").glob("*/new/estimates.json")):
         measured = estimates.stat().st_mtime
@@ -402,6 +402,8 @@ def main() -> int:
         "as wasi-serve always does; `wasmtime serve, 0.3, reuse` is its default (an instance serves",
         "up to 128 requests, so requests are not isolated from each other).",
         "Cold start: process launch to the first 200 response.",
+        "`wasi-serve` and `hello-native` are the builds `make build` leaves (Cargo profile `dist`:",
+        "whole-program optimisation), the ones users run; so is the in-process benchmark.",
         "",
         markdown(rows),
         "",
