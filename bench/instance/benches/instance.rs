@@ -1,7 +1,7 @@
 //! Per-request cost in-process, without the network: admission, a fresh
 //! store and instance of the greeter, the guest's handler, the whole
 //! response body, and the instance dropped. Run by `make bench`
-//! (or `cargo bench -p instance-bench` after `make build`).
+//! (or `cargo bench --profile dist -p instance-bench` after `make build`).
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
