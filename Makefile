@@ -133,7 +133,7 @@ image: build
 	    || apt-get install -y -q podman runc musl-tools
 	$(CARGO) build --locked --profile dist --target $(MUSL) -p wasi-serve
 	rm -rf target/image && mkdir -p target/image/cache
-	# Symbols out (48 MB -> 33 MB); panics still name their file and line.
+	# Symbols out (37 MB -> 30 MB); panics still name their file and line.
 	strip -o target/image/wasi-serve target/$(MUSL)/dist/wasi-serve
 	cp $(GREETER) target/image/
 	podman build --no-cache -t $(IMAGE) -f deploy/image/Containerfile target/image
