@@ -63,6 +63,7 @@ pub struct Metrics {
     request_duration: Histogram,
     instantiation_duration: Histogram,
     in_flight: Gauge,
+    guest_tasks: Gauge,
     guest_traps: Counter,
     timeouts: Counter,
     rejected: Counter,
@@ -108,6 +109,12 @@ impl Metrics {
             "Requests being handled",
             in_flight.clone(),
         );
+        let guest_tasks = Gauge::default();
+        registry.register(
+            "guest_tasks",
+            "Guests running on a task of their own: waiting, or sending a body after the response head",
+            guest_tasks.clone(),
+        );
         let guest_traps = Counter::default();
         registry.register("guest_traps", "Guest traps", guest_traps.clone());
         let timeouts = Counter::default();
@@ -146,6 +153,7 @@ impl Metrics {
             request_duration,
             instantiation_duration,
             in_flight,
+            guest_tasks,
             guest_traps,
             timeouts,
             rejected,
@@ -209,12 +217,32 @@ impl Metrics {
         self.in_flight.get()
     }
 
+    /// Counts a guest run on a task of its own until the guard is dropped.
+    pub fn guest_task(&self) -> GuestTask {
+        self.guest_tasks.inc();
+        GuestTask(self.guest_tasks.clone())
+    }
+
+    /// How many guests are running on tasks of their own now.
+    pub fn guest_tasks(&self) -> i64 {
+        self.guest_tasks.get()
+    }
+
     /// The metrics in the text exposition format.
     pub fn render(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// A guest run on its own task; see [`Metrics::guest_task`].
+pub struct GuestTask(Gauge);
+
+impl Drop for GuestTask {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

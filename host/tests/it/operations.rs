@@ -112,6 +112,47 @@ async fn readiness_turns_off_while_draining() {
     stopping.await.expect("stopped");
 }
 
+/// `wasi_serve_guest_tasks` counts a guest that waits (here on a timer) on
+/// a task of its own while it runs, and is back at 0 once it is done; after
+/// a burst of WASI 0.3 requests, whose guests send their bodies from tasks
+/// of their own, it is back at 0 too. In-process.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_tasks_are_counted_while_they_run() {
+    let server = TestServer::with_flags(&test_guest(), &["--admin-addr", "127.0.0.1:0"]).await;
+    let (addr, admin) = (server.addr, server.admin.expect("an admin listener"));
+    let sleeping = tokio::spawn(async move { get(addr, "/sleep/1000").await });
+    wait_for_guest_tasks(admin, |tasks| tasks == 1.0).await;
+    assert_eq!(sleeping.await.unwrap().body, "slept 1000ms");
+    wait_for_guest_tasks(admin, |tasks| tasks == 0.0).await;
+
+    let server = TestServer::with_flags(&greeter_p3(), &["--admin-addr", "127.0.0.1:0"]).await;
+    let (addr, admin) = (server.addr, server.admin.expect("an admin listener"));
+    let burst: Vec<_> = (0..16)
+        .map(|i| tokio::spawn(async move { get(addr, &format!("/n{i}")).await }))
+        .collect();
+    for (i, reply) in burst.into_iter().enumerate() {
+        assert_eq!(reply.await.unwrap().body, format!("Hello, n{i}!"));
+    }
+    wait_for_guest_tasks(admin, |tasks| tasks == 0.0).await;
+}
+
+/// Polls `/metrics` on `admin` until `wasi_serve_guest_tasks` satisfies
+/// `done`, failing after [`STEP`].
+async fn wait_for_guest_tasks(admin: std::net::SocketAddr, done: impl Fn(f64) -> bool) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let tasks = sample(&get(admin, "/metrics").await.body, "wasi_serve_guest_tasks");
+        if done(tasks) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wasi_serve_guest_tasks stayed at {tasks}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// A freshly started host exposes every metric family, each labelled series
 /// included, at 0: dashboards and `rate()` alerts see 0, not "no data".
 #[tokio::test(flavor = "multi_thread")]
@@ -134,6 +175,7 @@ async fn every_metric_exists_at_zero_from_the_start() {
         "wasi_serve_rejected_total",
         "wasi_serve_log_lines_dropped_total",
         "wasi_serve_requests_in_flight",
+        "wasi_serve_guest_tasks",
         "wasi_serve_request_duration_seconds_count",
         "wasi_serve_instantiation_duration_seconds_count",
     ] {
