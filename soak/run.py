@@ -51,7 +51,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from harness import ROOT, TARGET, WASI_SERVE, free_port  # noqa: E402
 
-HOST = WASI_SERVE
 # The served file alternates between these two on each reload.
 GUESTS = [
     TARGET / "wasm32-wasip2/release/test_guest.wasm",
@@ -344,7 +343,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=600, help="how long the load runs")
     parser.add_argument("--out", type=Path, default=TARGET / "soak")
     args = parser.parse_args()
-    for needed in (HOST, *GUESTS):
+    for needed in (WASI_SERVE, *GUESTS):
         if not needed.exists():
             raise SystemExit(f"soak: {needed} is missing; run `make build` first")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -353,7 +352,7 @@ def main() -> int:
     cache = args.out / "cache"
     served = args.out / "guest.wasm"
     shutil.copyfile(GUESTS[0], served)
-    argv = [str(HOST), "--addr", f"127.0.0.1:{port}", "--cache-dir", str(cache), *FLAGS, str(served)]
+    argv = [str(WASI_SERVE), "--addr", f"127.0.0.1:{port}", "--cache-dir", str(cache), *FLAGS, str(served)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     try:
