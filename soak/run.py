@@ -14,7 +14,8 @@ them. Load threads send, side by side and until the time is up:
   that drop the connection halfway through a request or a response body;
 - HTTP/2, 40 streams at a time on one connection;
 - a reload every 30 s (SIGHUP), alternating the served file between the
-  0.2 and the 0.3 test guests, which answer alike.
+  0.2 and the 0.3 test guests, which answer alike; a shorter run reloads
+  more often, 16 times in all, so that its warm-up holds as many reloads.
 
 Every second the host's RSS, open file descriptors and threads are sampled.
 The first two minutes of load are a warm-up: RSS climbs while each engine's
@@ -59,6 +60,9 @@ GUESTS = [
 
 FLAGS = ["--request-timeout", "1s", "--max-memory", "32MiB", "--max-request-body", "2MiB"]
 RELOAD_EVERY = 30
+# Reloads in a run shorter than 16 x RELOAD_EVERY: its warm-up (a quarter of
+# it) then still serves each guest twice, as the ten-minute run's does.
+RELOADS_AT_LEAST = 16
 # The first part of the load, left out of the RSS comparison (see main).
 WARM_UP = 120
 SOCKET_TIMEOUT = 30
@@ -391,7 +395,8 @@ def soak(args, proc, port, log_path, argv) -> int:
     for worker in workers:
         worker.start()
     reloads = []
-    next_reload = load_start + RELOAD_EVERY
+    reload_every = min(RELOAD_EVERY, args.seconds / RELOADS_AT_LEAST)
+    next_reload = load_start + reload_every
     while time.monotonic() - began < load_start + args.seconds:
         if proc.poll() is not None:
             print(f"soak: wasi-serve exited with {proc.returncode} under load", file=sys.stderr)
@@ -402,7 +407,7 @@ def soak(args, proc, port, log_path, argv) -> int:
             swap(GUESTS[(len(reloads) + 1) % 2], Path(argv[-1]))
             proc.send_signal(signal.SIGHUP)
             reloads.append(now)
-            next_reload += RELOAD_EVERY
+            next_reload += reload_every
         progress = (
             f"soak: {now - load_start:4.0f}/{args.seconds} s, {tally.total()} requests, "
             f"RSS {samples[-1][1]:.1f} MiB, {samples[-1][2]} fds, {samples[-1][3]} threads"
@@ -431,7 +436,7 @@ def soak(args, proc, port, log_path, argv) -> int:
         time.sleep(1)
 
     # Measured from the end of the warm-up: by then each test guest has been
-    # served twice, and the pools of both engines are warm.
+    # served twice (four reloads), and the pools of both engines are warm.
     warm_up = min(WARM_UP, args.seconds / 4)
     load = [s for s in samples if load_start + warm_up <= s[0] <= load_end]
     first_minute = [s[1] for s in load if s[0] <= load_start + warm_up + min(60, args.seconds / 4)]
