@@ -35,11 +35,24 @@ setup:
 	@rustup toolchain install --no-self-update
 
 # The servers in the `dist` profile (Cargo.toml): optimised as one program,
-# which is what users run and what `make bench` measures.
+# and guided by a profile of wasi-serve serving the greeters. That is what
+# users run and what `make bench` measures. The profile comes from a build
+# instrumented to count what runs (`pgo-gen`, the same settings in its own
+# directory), run under a short load by scripts/pgo_train.py; it is made
+# again only when that build or the greeters change. Every `dist` build
+# reads it (DIST_ENV), or cargo would rebuild the others without it.
+PGO_PROFILE := target/pgo/wasi-serve.profdata
+INSTRUMENTED := target/pgo-gen/wasi-serve
+DIST_ENV := RUSTFLAGS="-Cprofile-use=$(CURDIR)/$(PGO_PROFILE)"
 build: setup
-	$(CARGO) build --locked --profile dist -p wasi-serve -p hello-native
 	$(CARGO) build --locked --release --target $(TARGET) $(GUESTS)
+	RUSTFLAGS="-Cprofile-generate=$(CURDIR)/target/pgo/build" $(CARGO) build --locked --profile pgo-gen -p wasi-serve
+	@$(MAKE) --no-print-directory $(PGO_PROFILE)
+	$(DIST_ENV) $(CARGO) build --locked --profile dist -p wasi-serve -p hello-native
 	@ls -l $(HOST) $(GREETER) $(GREETER_P3)
+
+$(PGO_PROFILE): $(INSTRUMENTED) $(GREETER) $(GREETER_P3) scripts/pgo_train.py
+	python3 scripts/pgo_train.py $(INSTRUMENTED) $@
 
 run: build
 	$(HOST) --addr $(ADDR) $(GREETER)
@@ -71,8 +84,8 @@ ROUNDS ?= 3
 # does not add to their noise.
 BENCHES := --locked --profile dist -p instance-bench --bench instance --bench phases
 bench: build
-	$(CARGO) bench $(BENCHES) --no-run
-	taskset -c 0 $(CARGO) bench $(BENCHES) -- --warm-up-time 1 --measurement-time 3
+	$(DIST_ENV) $(CARGO) bench $(BENCHES) --no-run
+	$(DIST_ENV) taskset -c 0 $(CARGO) bench $(BENCHES) -- --warm-up-time 1 --measurement-time 3
 	python3 bench/run.py --rounds $(ROUNDS)
 
 # Optional, about 10 minutes: `wasmtime serve` from wasmtime 50.0.1, the
@@ -131,7 +144,7 @@ IMAGE ?= localhost/wasi-serve:latest
 image: build
 	@command -v podman >/dev/null && command -v runc >/dev/null && command -v musl-gcc >/dev/null \
 	    || apt-get install -y -q podman runc musl-tools
-	$(CARGO) build --locked --profile dist --target $(MUSL) -p wasi-serve
+	$(DIST_ENV) $(CARGO) build --locked --profile dist --target $(MUSL) -p wasi-serve
 	rm -rf target/image && mkdir -p target/image/cache
 	# Symbols out (37 MB -> 30 MB); panics still name their file and line.
 	strip -o target/image/wasi-serve target/$(MUSL)/dist/wasi-serve
