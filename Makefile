@@ -4,6 +4,7 @@
 #   make test   build, then run every test (unit, integration, component checks)
 #   make build  target/dist/wasi-serve, target/wasm32-wasip2/release/greeter.wasm (WASI 0.2)
 #               and greeter_p3.wasm (WASI 0.3) beside it
+#   make pgo    the build's optimisation profile made again from the code as it is, then make build
 #   make lint   rustfmt check and clippy -D warnings (host natively, guests for wasm)
 #   make bench  wasi-serve vs wasmtime serve, aiohttp and native hyper; writes docs/benchmarks.md
 #   make wasmtime-50  (optional, ~10 min) builds wasmtime serve 50.0.1 for make bench to compare too
@@ -25,12 +26,13 @@ GREETER := target/$(TARGET)/release/greeter.wasm
 GREETER_P3 := target/$(TARGET)/release/greeter_p3.wasm
 ADDR   ?= 127.0.0.1:8080
 
-.PHONY: all setup build run test lint bench wasmtime-50 interop toolchains conformance soak image image-test deploy-check clean
+.PHONY: all setup build pgo run test lint bench wasmtime-50 interop toolchains conformance soak image image-test deploy-check clean
 
 all: build
 
 # What a fresh machine lacks: the toolchain pinned in rust-toolchain.toml,
-# with the guest target, clippy and rustfmt (one download, about a minute).
+# with the guest target, clippy, rustfmt and llvm-tools (one download, about
+# a minute).
 setup:
 	@rustup toolchain install --no-self-update
 
@@ -38,21 +40,27 @@ setup:
 # and guided by a profile of wasi-serve serving the greeters. That is what
 # users run and what `make bench` measures. The profile comes from a build
 # instrumented to count what runs (`pgo-gen`, the same settings in its own
-# directory), run under a short load by scripts/pgo_train.py; it is made
-# again only when that build or the greeters change. Every `dist` build
-# reads it (DIST_ENV), or cargo would rebuild the others without it.
+# directory), run under a short load by scripts/pgo_train.py. It is made
+# when missing (a fresh clone) or when Cargo.lock or the training change;
+# after changes to the host's code, `make pgo` makes it again (until then,
+# the functions changed are optimised without it). Every `dist` build reads
+# it (DIST_ENV), or cargo would rebuild the others without it.
 PGO_PROFILE := target/pgo/wasi-serve.profdata
-INSTRUMENTED := target/pgo-gen/wasi-serve
 DIST_ENV := RUSTFLAGS="-Cprofile-use=$(CURDIR)/$(PGO_PROFILE)"
 build: setup
 	$(CARGO) build --locked --release --target $(TARGET) $(GUESTS)
-	RUSTFLAGS="-Cprofile-generate=$(CURDIR)/target/pgo/build" $(CARGO) build --locked --profile pgo-gen -p wasi-serve
 	@$(MAKE) --no-print-directory $(PGO_PROFILE)
 	$(DIST_ENV) $(CARGO) build --locked --profile dist -p wasi-serve -p hello-native
 	@ls -l $(HOST) $(GREETER) $(GREETER_P3)
 
-$(PGO_PROFILE): $(INSTRUMENTED) $(GREETER) $(GREETER_P3) scripts/pgo_train.py
-	python3 scripts/pgo_train.py $(INSTRUMENTED) $@
+$(PGO_PROFILE): Cargo.lock scripts/pgo_train.py
+	RUSTFLAGS="-Cprofile-generate=$(CURDIR)/target/pgo/build" $(CARGO) build --locked --profile pgo-gen -p wasi-serve
+	python3 scripts/pgo_train.py target/pgo-gen/wasi-serve $@
+
+# The profile made again from the code as it is, then the build.
+pgo:
+	rm -f $(PGO_PROFILE)
+	@$(MAKE) --no-print-directory build
 
 run: build
 	$(HOST) --addr $(ADDR) $(GREETER)
@@ -144,7 +152,7 @@ IMAGE ?= localhost/wasi-serve:latest
 image: build
 	@command -v podman >/dev/null && command -v runc >/dev/null && command -v musl-gcc >/dev/null \
 	    || apt-get install -y -q podman runc musl-tools
-	$(DIST_ENV) $(CARGO) build --locked --profile dist --target $(MUSL) -p wasi-serve
+	$(CARGO) build --locked --profile dist --target $(MUSL) -p wasi-serve
 	rm -rf target/image && mkdir -p target/image/cache
 	# Symbols out (37 MB -> 30 MB); panics still name their file and line.
 	strip -o target/image/wasi-serve target/$(MUSL)/dist/wasi-serve

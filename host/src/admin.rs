@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{StatusCode, header};
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
@@ -35,8 +35,17 @@ impl Readiness {
     }
 }
 
-/// Serves the admin paths on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Readiness) {
+/// Serves the admin paths on `listener` until the process ends. A client
+/// gets `header_timeout` (`--header-read-timeout`) for each request head,
+/// the wait for the next one on a kept-alive connection included, as on the
+/// main listener: idle connections cannot pile up and use the process's
+/// file descriptors.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    header_timeout: Duration,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors, typically: back off rather than spin.
@@ -72,6 +81,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Read
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

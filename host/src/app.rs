@@ -72,6 +72,7 @@ impl App {
                     listener,
                     proxy.metrics().clone(),
                     proxy.readiness().clone(),
+                    proxy.limits().header_read_timeout,
                 ));
                 Some(addr)
             }

@@ -154,19 +154,21 @@ pub enum LogFormat {
 }
 
 impl Config {
-    /// The compile cache directory in effect, if any.
+    /// The compile cache directory in effect, if any; a relative one is
+    /// taken from the working directory (wasmtime's cache wants it absolute).
     pub fn cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;
         }
-        self.cache_dir.clone().or_else(|| {
+        let dir = self.cache_dir.clone().or_else(|| {
             let base = std::env::var_os("XDG_CACHE_HOME")
                 .map(PathBuf::from)
                 .or_else(|| {
                     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"))
                 })?;
             Some(base.join("wasi-serve"))
-        })
+        })?;
+        Some(std::path::absolute(&dir).unwrap_or(dir))
     }
 }
 
@@ -190,6 +192,19 @@ fn parse_env_var(text: &str) -> Result<(String, String), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A relative `--cache-dir` is taken from the working directory: wasmtime
+    /// refuses a relative one, and the server would not start.
+    #[test]
+    fn a_relative_cache_dir_is_made_absolute() {
+        let config =
+            Config::try_parse_from(["wasi-serve", "g.wasm", "--cache-dir", "cache/x"]).unwrap();
+        let dir = config.cache_dir().unwrap();
+        assert!(dir.is_absolute(), "{}", dir.display());
+        assert_eq!(dir, std::env::current_dir().unwrap().join("cache/x"));
+    }
+
     /// Properties of the environment-variable parser, over arbitrary input.
     mod properties {
         use super::super::*;

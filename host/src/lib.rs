@@ -74,6 +74,7 @@ pub mod proxy;
 pub mod reload;
 pub mod request_head;
 pub mod response_body;
+pub mod response_head;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

@@ -1,7 +1,8 @@
 //! One request: admitted into an instance slot, a fresh store and instance of
 //! the current component, the guest's handler called under the request
 //! timeout (in place, or on its own task once it has to wait), the response
-//! handed back on a oneshot.
+//! handed back on a oneshot. A client that goes away before the response
+//! head stops its guest.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -28,6 +29,7 @@ use crate::keyvalue;
 use crate::limits::{Admission, Limits};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
+use crate::response_head;
 use crate::runtime::{Guest, Runtime};
 use crate::state::{Grants, GuestState};
 
@@ -222,7 +224,7 @@ impl Proxy {
         }
         let slot = self.admission.admit().await.map_err(|_| ProxyError::Busy)?;
 
-        let is_head = request.method() == http::Method::HEAD;
+        let method = request.method().clone();
         let tag = RequestTag {
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -312,24 +314,29 @@ impl Proxy {
             Poll::Ready(result) => GuestRun::Finished(Some(result)),
             Poll::Pending => {
                 let counted = self.metrics.guest_task();
-                GuestRun::Running(tokio::spawn(async move {
+                GuestRun::Running(Some(tokio::spawn(async move {
                     let _counted = counted;
                     guest_run.await
-                }))
+                })))
             }
         };
 
+        // Should the client go away now (this future is dropped), `ran` goes
+        // with it and stops the guest: nobody is left to answer.
         let outcome = match answered.await {
-            // A response to HEAD has no body, whatever the guest does with
-            // its own (it may declare a length it never writes).
-            Ok(Ok(response)) if is_head => Ok(response.map(|_| {
-                http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed_unsync()
-            })),
-            Ok(Ok(response)) => {
-                Ok(response.map(|body| GuestBody::new(body, flags.clone()).boxed_unsync()))
-            }
+            Ok(Ok(mut response)) => match response_head::check(&method, &mut response) {
+                Ok(response_head::Body::Send) => {
+                    Ok(response.map(|body| GuestBody::new(body, flags.clone()).boxed_unsync()))
+                }
+                // Whatever the guest writes (it may declare a length it
+                // never writes) is not sent.
+                Ok(response_head::Body::Drop) => Ok(response.map(|_| {
+                    http_body_util::Empty::new()
+                        .map_err(|never| match never {})
+                        .boxed_unsync()
+                })),
+                Err(error) => Err(ProxyError::guest(error)),
+            },
             Ok(Err(error)) => Err(ProxyError::guest(error)),
             // The guest dropped the response's sender without using it: it
             // trapped, timed out, or returned early. Its run says which.
@@ -340,6 +347,9 @@ impl Proxy {
                 Err(err) => err,
             }),
         };
+        // The client has its answer: a guest still running goes on by
+        // itself, to stream the body (bounded by the request timeout).
+        ran.detach();
         if flags.body_too_large() {
             return Err(ProxyError::BodyTooLarge);
         }
@@ -352,10 +362,12 @@ async fn poll_once<F: Future + Unpin>(mut future: F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut future).poll(cx))).await
 }
 
-/// The guest's run: finished in place, or on its own task.
+/// The guest's run: finished in place, or on its own task. Dropped before
+/// [`GuestRun::detach`], it stops the task: the instance and its slot are
+/// freed at once instead of at the request timeout.
 enum GuestRun {
     Finished(Option<Result<(), ProxyError>>),
-    Running(tokio::task::JoinHandle<Result<(), ProxyError>>),
+    Running(Option<tokio::task::JoinHandle<Result<(), ProxyError>>>),
 }
 
 impl GuestRun {
@@ -363,12 +375,28 @@ impl GuestRun {
     async fn finish(&mut self) -> Result<(), ProxyError> {
         match self {
             Self::Finished(result) => result.take().unwrap_or(Ok(())),
-            Self::Running(task) => match task.await {
+            Self::Running(None) => Ok(()),
+            Self::Running(Some(task)) => match task.await {
                 Ok(result) => result,
                 Err(join) => Err(ProxyError::guest(
                     anyhow::Error::new(join).context("guest task failed"),
                 )),
             },
+        }
+    }
+
+    /// Lets a task still running go on by itself.
+    fn detach(&mut self) {
+        if let Self::Running(task) = self {
+            task.take();
+        }
+    }
+}
+
+impl Drop for GuestRun {
+    fn drop(&mut self) {
+        if let Self::Running(Some(task)) = self {
+            task.abort();
         }
     }
 }

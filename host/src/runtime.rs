@@ -393,9 +393,17 @@ fn new_engine(
         .concurrency_support(concurrent)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config.cache(cache);
+    // The pool reserves address space for every slot up front: too many
+    // slots of too much memory fail here, so say which flags set them.
     Engine::new(&config)
         .map_err(anyhow::Error::from)
-        .context("failed to create the WebAssembly engine")
+        .with_context(|| {
+            format!(
+                "failed to create the WebAssembly engine for {n} concurrent requests \
+                 (--max-concurrent-requests) of up to {} bytes of memory each (--max-memory)",
+                limits.max_memory
+            )
+        })
 }
 
 /// One thread advances the epoch of the engines in `engines` every

@@ -230,6 +230,12 @@ async fn serve(
     let _in_flight = proxy.metrics().in_flight();
     let method = request.method().clone();
     let uri = request.uri().clone();
+    let unanswered = Unanswered {
+        proxy,
+        method: &method,
+        path: uri.path(),
+        started,
+    };
     let response = if let Err(reason) = request_head::check(&mut request, local) {
         tracing::info!(%method, path = uri.path(), "bad request: {reason}");
         closing(plain_response(StatusCode::BAD_REQUEST))
@@ -239,10 +245,40 @@ async fn serve(
     } else {
         respond(proxy, request, scheme).await
     };
-    let elapsed = started.elapsed();
-    proxy.metrics().answered(response.status(), elapsed);
-    access_log::record(&method, uri.path(), response.status(), elapsed);
+    unanswered.answered(response.status());
     response
+}
+
+/// A request being served, logged and counted once it has its response
+/// head, or, if its client goes away first (hyper then drops the request's
+/// future), as 499, nginx's "client closed request".
+struct Unanswered<'a> {
+    proxy: &'a Proxy,
+    method: &'a http::Method,
+    path: &'a str,
+    started: Instant,
+}
+
+/// The status logged for a request whose client went away unanswered.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Unanswered<'_> {
+    fn answered(self, status: StatusCode) {
+        self.record(status);
+        std::mem::forget(self);
+    }
+
+    fn record(&self, status: StatusCode) {
+        let elapsed = self.started.elapsed();
+        self.proxy.metrics().answered(status, elapsed);
+        access_log::record(self.method, self.path, status, elapsed);
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        self.record(StatusCode::from_u16(CLIENT_CLOSED).expect("a status code in range"));
+    }
 }
 
 /// The size of a request's head as sent: request line and header lines.

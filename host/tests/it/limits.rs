@@ -9,7 +9,9 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{STEP, ServeProcess, TestServer, get, test_guest, test_guest_p3, test_guests};
+use crate::support::{
+    STEP, ServeProcess, TestServer, get, sample, test_guest, test_guest_p3, test_guests,
+};
 
 async fn still_serves(server: &TestServer) {
     let reply = get(server.addr, "/after").await;
@@ -455,5 +457,67 @@ async fn empty_output_lines_are_kept() {
             messages.push(message);
         }
         assert_eq!(messages, ["before", "", "after"], "{}", guest.display());
+    }
+}
+
+/// A client that goes away before its answer, by closing its HTTP/1
+/// connection or resetting its HTTP/2 stream, stops its guest: the one
+/// instance slot is free for the next request at once, not at the request
+/// timeout; no guest task is left; the request is logged and counted as 499.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_goes_away_frees_its_slot() {
+    for guest in test_guests() {
+        let mut serve = ServeProcess::start(&[
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--max-concurrent-requests",
+            "1",
+            "--queue-timeout",
+            "1s",
+            "--request-timeout",
+            "60s",
+            guest.to_str().unwrap(),
+        ])
+        .await;
+        let admin = serve.admin.expect("an admin listener");
+
+        // HTTP/1: the connection closes with the guest asleep.
+        let mut stream = TcpStream::connect(serve.addr).await.unwrap();
+        stream
+            .write_all(b"GET /sleep/60000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        serve.wait_in_flight(1.0).await;
+        drop(stream);
+        let reply = get(serve.addr, "/after-close").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", guest.display());
+        serve
+            .wait_for_log(&["path=\"/sleep/60000\"", "status=499"])
+            .await;
+
+        // HTTP/2: the stream is reset (hyper's client does so when the
+        // response's future is dropped), the connection stays.
+        let mut h2 = crate::support::http2(serve.addr).await;
+        let pending = tokio::spawn(h2.send_request(crate::support::build(
+            Method::GET,
+            serve.addr,
+            "/sleep/60001",
+        )));
+        serve.wait_in_flight(1.0).await;
+        pending.abort();
+        let reply = get(serve.addr, "/after-reset").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", guest.display());
+        serve
+            .wait_for_log(&["path=\"/sleep/60001\"", "status=499"])
+            .await;
+
+        let page = get(admin, "/metrics").await.body;
+        assert_eq!(sample(&page, "wasi_serve_guest_tasks"), 0.0);
+        assert_eq!(sample(&page, "wasi_serve_requests_in_flight"), 0.0);
+        assert_eq!(sample(&page, "wasi_serve_rejected_total"), 0.0);
+        assert_eq!(
+            sample(&page, "wasi_serve_requests_total{class=\"4xx\"}"),
+            2.0
+        );
     }
 }

@@ -232,3 +232,34 @@ async fn json_logs_are_one_object_per_line() {
         assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
     }
 }
+
+/// The admin listener gives a client `--header-read-timeout` to send a
+/// request head, as the main one does: a connection that stops halfway is
+/// closed, so idle clients cannot use up the process's file descriptors.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_closes_connections_that_stall() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let serve = TestServer::with_flags(
+        &test_guest(),
+        &[
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--header-read-timeout",
+            "300ms",
+        ],
+    )
+    .await;
+    let admin = serve.admin.expect("an admin listener");
+    for sent in [&b"GET /metrics HTTP/1.1\r\nHost: x\r\n"[..], b""] {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        // Left open, the read would wait out the step and fail.
+        let mut rest = Vec::new();
+        tokio::time::timeout(STEP, stream.read_to_end(&mut rest))
+            .await
+            .expect("the admin listener closes the connection")
+            .expect("read");
+    }
+    // It still answers a client that does send its request.
+    assert_eq!(get(admin, "/healthz").await.body, "ok\n");
+}

@@ -267,3 +267,64 @@ async fn a_burst_of_connections_waits_in_the_backlog() {
     .unwrap();
     assert_eq!(answered, burst);
 }
+
+/// Answers HTTP cannot carry as the guest gave them are mended or refused
+/// before hyper sends them, over both protocols: 204 and 304 go without
+/// body or `content-length` (HTTP/2 would reset the stream otherwise); an
+/// informational status or a 2xx to CONNECT is the guest's failure, a 500,
+/// not a dropped connection logged as answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_http_cannot_carry_are_mended_or_refused() {
+    for guest in crate::support::test_guests() {
+        let server = TestServer::start(&guest).await;
+        let mut h2 = http2(server.addr).await;
+        for (path, status) in [("/status/204", 204), ("/status/304", 304)] {
+            let reply = exchange(
+                server.addr,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await;
+            let (head, body) = reply.split_once("\r\n\r\n").expect("a whole response");
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}");
+            assert!(
+                !head.to_ascii_lowercase().contains("content-length"),
+                "{reply}"
+            );
+            assert_eq!(body, "", "{reply}");
+
+            let response = h2
+                .send_request(build(Method::GET, server.addr, path))
+                .await
+                .expect("an HTTP/2 answer, not a reset stream");
+            assert!(!response.headers().contains_key("content-length"));
+            let reply = read(response).await;
+            assert_eq!(reply.status.as_u16(), status, "{}", guest.display());
+            assert_eq!(reply.body, "");
+        }
+        for path in ["/status/100", "/status/101", "/status/103"] {
+            let response = h2
+                .send_request(build(Method::GET, server.addr, path))
+                .await
+                .expect("an HTTP/2 answer");
+            let reply = read(response).await;
+            assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+            assert_eq!(reply.body, "500: Internal Server Error");
+            let reply = exchange(
+                server.addr,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await;
+            assert!(reply.starts_with("HTTP/1.1 500 "), "{path}: {reply}");
+        }
+        let reply = exchange(
+            server.addr,
+            b"CONNECT x:80 HTTP/1.1\r\nHost: x:80\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        // The 0.2 guest answers it 200, refused as a tunnel; whatever the
+        // 0.3 one is handed, the client gets a whole error response.
+        let status: u16 = reply[9..12].parse().expect("a status line");
+        assert!((400..600).contains(&status), "{reply}");
+        assert!(reply.contains(&format!("\r\n\r\n{status}: ")), "{reply}");
+    }
+}
