@@ -403,7 +403,7 @@ def main() -> int:
         "up to 128 requests, so requests are not isolated from each other).",
         "Cold start: process launch to the first 200 response.",
         "`wasi-serve` and `hello-native` are the builds `make build` leaves (Cargo profile `dist`:",
-        "whole-program optimisation), the ones users run; so is the in-process benchmark.",
+        "whole-program optimisation, guided by a profile), the ones users run; so is the in-process benchmark.",
         "",
         markdown(rows),
         "",

@@ -44,7 +44,11 @@ pub fn record(method: &Method, path: &str, status: StatusCode, elapsed: Duration
         static LINE: RefCell<(String, Option<NonBlocking>)> =
             const { RefCell::new((String::new(), None)) };
     }
-    LINE.with_borrow_mut(|(line, writer)| {
+    // `try_with`: a request cut off while its thread ends (a runtime shutting
+    // down) is recorded from a destructor, maybe after this thread's local
+    // values are gone; its line is then lost rather than the process.
+    let _ = LINE.try_with(|cell| {
+        let (line, writer) = &mut *cell.borrow_mut();
         line.clear();
         format_line(line, SystemTime::now(), method, path, status, elapsed);
         let writer = writer.get_or_insert_with(|| queue.make_writer());

@@ -124,9 +124,13 @@ fn parse_header_size(text: &str) -> Result<u64, String> {
     Ok(size)
 }
 
-/// `--max-memory`: a size up to 4GiB, the most a 32-bit memory can hold.
+/// `--max-memory`: a size from 64KiB, one WebAssembly page (the least a
+/// guest with a memory has), up to 4GiB, the most a 32-bit memory can hold.
 fn parse_memory(text: &str) -> Result<usize, String> {
     let size = parse_size(text)?;
+    if size < 64 << 10 {
+        return Err("must be at least 64KiB, one WebAssembly page".into());
+    }
     if size > 4 << 30 {
         return Err("cannot exceed 4GiB, the most a 32-bit memory can hold".into());
     }

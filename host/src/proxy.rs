@@ -226,7 +226,7 @@ impl Proxy {
 
         let method = request.method().clone();
         let tag = RequestTag {
-            method: request.method().clone(),
+            method: method.clone(),
             uri: request.uri().clone(),
         };
         let guest = self.current();

@@ -79,6 +79,8 @@ fn a_bad_flag_value_is_a_usage_error() {
         ["--max-header-size", "1KiB"],
         ["--max-header-size", "2MiB"],
         ["--max-memory", "8GiB"],
+        ["--max-memory", "1B"],
+        ["--max-memory", "63KiB"],
         ["--log-queue-lines", "0"],
     ] {
         let (code, stderr) = run_to_exit(&[bad[0], bad[1], "x.wasm"]);
@@ -88,6 +90,9 @@ fn a_bad_flag_value_is_a_usage_error() {
     // A range is checked where the limit is declared, and the message says it.
     let (_, stderr) = run_to_exit(&["--max-header-size", "1KiB", "x.wasm"]);
     assert!(stderr.contains("must be at least 8KiB"), "{stderr}");
+    // Not blamed on the component, which no memory that small could hold.
+    let (_, stderr) = run_to_exit(&["--max-memory", "1B", "x.wasm"]);
+    assert!(stderr.contains("at least 64KiB"), "{stderr}");
 }
 
 /// A component with one function `$f`, lifted from a core module, and
