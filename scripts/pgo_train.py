@@ -20,7 +20,6 @@ limit, and every server is stopped on the way out.
     pgo_train.py INSTRUMENTED_BINARY OUT.profdata
 """
 
-import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,8 @@ CURL_SECONDS = "120"
 def curl(*args: str) -> subprocess.Popen:
     """curl sending the requests `args` describe; prints each status."""
     return subprocess.Popen(
-        ["curl", "-sS", "--no-progress-meter", "--max-time", CURL_SECONDS, "-o", "/dev/null", "-w", "%{http_code}\n", *args],
+        ["curl", "-sS", "--no-progress-meter", "--max-time", CURL_SECONDS,
+         "-o", "/dev/null", "-w", "%{http_code}\n", *args],
         stdout=subprocess.PIPE,
         text=True,
     )
