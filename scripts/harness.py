@@ -68,19 +68,22 @@ def get(port: int, path: str = "/World") -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-def start(argv: list[str], port: int) -> tuple[subprocess.Popen, float]:
-    """Starts a server pinned to SERVER_CPU; returns it and the time from
-    launch to its first 200."""
+def start(
+    argv: list[str], port: int, pinned: bool = True, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, float]:
+    """Starts a server (pinned to SERVER_CPU unless `pinned` is false, with
+    `env` added to SERVER_ENV); returns it and the time from launch to its
+    first 200."""
     began = time.perf_counter()
     # Its log goes to a file on disk, as users run a server (`2>server.log`,
     # systemd, a container runtime), not to /dev/null.
     with tempfile.TemporaryFile(prefix="bench-server-log-", dir=TARGET) as log:
         proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *argv],
+            ["taskset", "-c", SERVER_CPU, *argv] if pinned else argv,
             stdout=subprocess.DEVNULL,
             stderr=log,
             start_new_session=True,
-            env=SERVER_ENV,
+            env=dict(SERVER_ENV, **(env or {})),
         )
     running.append(proc)
     deadline = began + 60

@@ -23,12 +23,10 @@ limit, and every server is stopped on the way out.
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import GREETER, GREETER_P3, SERVER_CPU, SERVER_ENV, TARGET, free_port, get, stop  # noqa: E402
+from harness import GREETER, GREETER_P3, free_port, running, start, stop  # noqa: E402
 
 CURL_SECONDS = "120"
 
@@ -56,24 +54,10 @@ def expect(loads: list[tuple[subprocess.Popen, int, str]]) -> None:
 def train(binary: Path, component: Path, pinned: bool, requests: int, raw: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(SERVER_ENV, LLVM_PROFILE_FILE=str(raw / "wasi-serve-%p.profraw"))
     argv = [str(binary), "--addr", f"127.0.0.1:{port}", str(component)]
-    if pinned:
-        argv = ["taskset", "-c", SERVER_CPU, *argv]
-    with tempfile.TemporaryFile(prefix="pgo-server-log-", dir=TARGET) as log:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, env=env)
+    env = {"LLVM_PROFILE_FILE": str(raw / "wasi-serve-%p.profraw")}
+    proc, _ = start(argv, port, pinned=pinned, env=env)
     try:
-        for _ in range(3000):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{binary} exited with {proc.returncode}")
-            try:
-                if get(port)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.01)
-        else:
-            raise RuntimeError(f"{binary} did not answer within 30 s")
         # 64 keep-alive connections, and one.
         expect(
             [
@@ -135,3 +119,6 @@ if __name__ == "__main__":
     except RuntimeError as err:
         print(f"pgo_train: {err}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        for left in list(running):
+            stop(left)
