@@ -60,6 +60,7 @@ pub mod body;
 pub mod config;
 pub mod guest_config;
 pub mod guest_output;
+pub mod idle;
 pub mod keyvalue;
 pub mod limits;
 pub mod linger;

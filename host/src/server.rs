@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::WasiBody;
 
 use crate::access_log;
+use crate::idle::{Idle, Tracked};
 use crate::linger::{Drained, Lingering};
 use crate::proxy::{self, Proxy, ProxyError};
 use crate::request_head;
@@ -113,11 +114,17 @@ pub async fn run(
         let scheme = scheme.clone();
         let first = Arc::new(FirstRequest::default());
         let started = first.clone();
+        let idle = Idle::new();
+        let requests = idle.clone();
         let service = service_fn(move |request| {
             started.mark();
+            let open = requests.open();
             let proxy = proxy.clone();
             let scheme = scheme.clone();
-            async move { Ok::<_, Infallible>(serve(&proxy, request, scheme, local).await) }
+            async move {
+                let response = serve(&proxy, request, scheme, local).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open)))
+            }
         });
         let builder = builder.clone();
         let draining = draining.clone();
@@ -134,7 +141,7 @@ pub async fn run(
                     }
                     let io = TokioIo::new(Lingering::new(stream));
                     let connection = builder.serve_connection(io, service);
-                    until_drained(connection, &first, draining).await
+                    until_drained(connection, &first, draining, &idle, header_timeout).await
                 }
                 Some(tls) => {
                     let accept = tls.accept(Lingering::new(stream));
@@ -142,7 +149,7 @@ pub async fn run(
                         return;
                     };
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    until_drained(connection, &first, draining).await
+                    until_drained(connection, &first, draining, &idle, header_timeout).await
                 }
             };
             if let Err(err) = served {
@@ -165,8 +172,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves `connection` until it ends; once the drain starts, asks it to
-/// close after the request it is serving.
+/// Serves `connection` until it ends; once the drain starts, or once no
+/// request has been open on it for `idle_timeout` (see `idle`), asks it to
+/// close after the requests it is serving.
 ///
 /// A connection that has not begun its first request yet is left to begin
 /// it: its request may already be on the way (sent as soon as the client
@@ -178,6 +186,8 @@ async fn until_drained<C: GracefulConnection>(
     connection: C,
     first: &FirstRequest,
     mut draining: watch::Receiver<bool>,
+    idle: &Idle,
+    idle_timeout: Duration,
 ) -> Result<(), C::Error> {
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
@@ -187,6 +197,7 @@ async fn until_drained<C: GracefulConnection>(
             let _ = draining.wait_for(|draining| *draining).await;
             first.wait().await;
         } => {}
+        () = idle.elapsed(idle_timeout) => tracing::debug!("closing an idle connection"),
     }
     connection.as_mut().graceful_shutdown();
     connection.await

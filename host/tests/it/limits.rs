@@ -301,6 +301,88 @@ async fn slow_and_silent_clients_are_disconnected() {
     still_serves(&server).await;
 }
 
+/// An HTTP/2 connection with no request open for `--header-read-timeout`
+/// is closed, though its client answers the server's pings: one that never
+/// sends a request, and one whose last request has ended. A request that
+/// takes longer than the timeout, or whose body the client reads slowly,
+/// keeps its connection open: a request after it is still served there.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_http2_connections_are_closed() {
+    use hyper::client::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    for guest in test_guests() {
+        let server = TestServer::with_flags(&guest, &["--header-read-timeout", "500ms"]).await;
+        let addr = server.addr;
+        let connect = || async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("http2 handshake");
+            (sender, tokio::spawn(connection))
+        };
+        let request = |path: &str| {
+            Request::builder()
+                .uri(format!("http://{addr}{path}"))
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap()
+        };
+
+        let (_silent, silent_connection) = connect().await;
+        let connected = std::time::Instant::now();
+        let (mut sender, connection) = connect().await;
+
+        // Longer than the timeout in the guest.
+        let response = sender.send_request(request("/sleep/1200")).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"slept 1200ms", "{guest:?}");
+
+        // Longer than the timeout in the body: more than the client's
+        // flow-control window, so the rest waits until it reads again.
+        let size = 8 << 20;
+        let response = sender
+            .send_request(request(&format!("/stream/{size}")))
+            .await
+            .unwrap();
+        let mut body = response.into_body();
+        let mut read = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap()
+            .len();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        while let Some(frame) = body.frame().await {
+            read += frame.unwrap().into_data().map_or(0, |data| data.len());
+        }
+        assert_eq!(read, size, "{guest:?}");
+
+        // Neither was taken for idleness: the connection still takes requests.
+        sender.ready().await.expect("the connection is still open");
+        let response = sender.send_request(request("/again")).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"Howdy, again!", "{guest:?}");
+        let answered = std::time::Instant::now();
+
+        // Then both connections end: GOAWAY, and the server closes them.
+        for (connection, since) in [(silent_connection, connected), (connection, answered)] {
+            tokio::time::timeout(STEP, connection)
+                .await
+                .expect("an idle connection is closed")
+                .unwrap()
+                .expect("closed cleanly");
+            let idle = since.elapsed();
+            assert!(
+                idle >= Duration::from_millis(450),
+                "closed after {idle:?} idle"
+            );
+        }
+        still_serves(&server).await;
+    }
+}
+
 /// A request head over `--max-header-size` gets 431; a far larger one has
 /// its connection closed without being read to the end.
 #[tokio::test(flavor = "multi_thread")]
