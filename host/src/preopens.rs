@@ -27,12 +27,18 @@ pub fn parse_dir(text: &str) -> Result<Preopen, String> {
         Some((rest, "ro")) => (rest, false),
         _ => (text, false),
     };
-    let (host, guest) = match rest.split_once("::") {
-        Some((host, guest)) => (host, guest),
-        None => (rest, rest),
+    let (host, guest, named) = match rest.split_once("::") {
+        Some((host, guest)) => (host, guest, true),
+        None => (rest, rest, false),
     };
     if host.is_empty() || guest.is_empty() {
         return Err(format!("`{text}` is not HOST[::GUEST][:ro|:rw]"));
+    }
+    // A mistyped mode would otherwise end up in the guest's path.
+    if let Some((_, mode)) = guest.rsplit_once(':').filter(|_| named) {
+        return Err(format!(
+            "`{text}`: `{mode}` is not a mode (`ro` or `rw`), and a guest path cannot hold `:`"
+        ));
     }
     Ok(Preopen {
         host: host.into(),
@@ -47,6 +53,11 @@ impl Preopen {
         match std::fs::metadata(&self.host) {
             Ok(meta) if meta.is_dir() => Ok(()),
             Ok(_) => bail!("--dir {}: not a directory", self.host.display()),
+            // `public:xx` is a host path, unless `xx` was meant as a mode.
+            Err(err) if self.host.to_string_lossy().contains(':') => bail!(
+                "--dir {}: {err} (a mode is `:ro` or `:rw`)",
+                self.host.display()
+            ),
             Err(err) => bail!("--dir {}: {err}", self.host.display()),
         }
     }
@@ -95,5 +106,14 @@ mod tests {
         );
         assert!(parse_dir("::/static").is_err());
         assert!(parse_dir("public::").is_err());
+        // A mistyped mode is named, not made part of the guest's path.
+        let error = parse_dir("public::/static:wr").unwrap_err();
+        assert!(error.contains("`wr` is not a mode"), "{error}");
+        // On a host path alone it may be part of the name, so only a
+        // directory that is not there is refused, with the modes named.
+        let typo = parse_dir("public:wr").unwrap();
+        assert_eq!(typo, dir("public:wr", "public:wr", false));
+        let error = typo.check().unwrap_err().to_string();
+        assert!(error.contains("a mode is `:ro` or `:rw`"), "{error}");
     }
 }

@@ -158,7 +158,12 @@ async fn reload(proxy: &Arc<Proxy>) {
     };
     let old = proxy.current();
     if content_hash(&bytes) == old.hash {
-        tracing::debug!(hash = old.hash, "component unchanged; nothing to reload");
+        // Said at the level of the reload it stands for: whoever sent SIGHUP
+        // learns that nothing was swapped, and why.
+        tracing::info!(
+            hash = old.hash,
+            "component file unchanged; still serving it"
+        );
         return;
     }
     let started = Instant::now();

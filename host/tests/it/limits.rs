@@ -593,7 +593,19 @@ async fn a_client_that_goes_away_frees_its_slot() {
             .wait_for_log(&["path=\"/sleep/60001\"", "status=499"])
             .await;
 
-        let page = get(admin, "/metrics").await.body;
+        // The line is written as the request's future is dropped; its gauge
+        // falls a moment later, and an aborted guest task ends when the
+        // runtime next gets to it: wait for both, boundedly.
+        let deadline = std::time::Instant::now() + STEP;
+        let page = loop {
+            let page = get(admin, "/metrics").await.body;
+            let settled = sample(&page, "wasi_serve_guest_tasks") == 0.0
+                && sample(&page, "wasi_serve_requests_in_flight") == 0.0;
+            if settled || std::time::Instant::now() > deadline {
+                break page;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         assert_eq!(sample(&page, "wasi_serve_guest_tasks"), 0.0);
         assert_eq!(sample(&page, "wasi_serve_requests_in_flight"), 0.0);
         assert_eq!(sample(&page, "wasi_serve_rejected_total"), 0.0);

@@ -180,7 +180,8 @@ async fn a_bad_new_file_is_rejected_and_the_old_component_keeps_serving() {
 }
 
 /// SIGHUP reloads the component even without `--watch`; the swap is logged
-/// with the old and new content hashes.
+/// with the old and new content hashes, and a SIGHUP that finds the file
+/// unchanged says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_component() {
     let dir = scratch("sighup");
@@ -203,6 +204,13 @@ async fn sighup_reloads_the_component() {
     assert_eq!(field(&line, "old"), old_hash);
     assert_ne!(field(&line, "new"), old_hash);
     assert!(line.contains("compile="), "{line}");
+    assert_eq!(get(serve.addr, "/World").await.body, TEST_GUEST);
+
+    // Again with the file as it is: nothing is swapped, and the log says so.
+    let new_hash = field(&line, "new");
+    serve.signal("HUP");
+    let line = serve.wait_for_log(&["component file unchanged"]).await;
+    assert_eq!(field(&line, "hash"), new_hash);
     assert_eq!(get(serve.addr, "/World").await.body, TEST_GUEST);
 }
 
