@@ -1,8 +1,14 @@
 //! What the greeter answers, as a pure function of the method and the request
 //! target. No I/O here: `lib.rs` turns a [`Reply`] into a `wasi:http` response.
 
+//!
+//! Nothing here can panic with a formatted message, nor does any other
+//! formatting: `core::fmt` would put its code, tables of function pointers
+//! and strings into the component, and every instance would carry them (the
+//! host copies the data into each fresh instance, and fills its function
+//! table). Numbers are written by `itoa`; slices are taken with `get`.
+
 use alloc::borrow::Cow;
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -42,7 +48,10 @@ impl Reply {
             ("content-type".into(), b"text/plain; charset=utf-8".to_vec()),
             (
                 "content-length".into(),
-                format!("{}", self.body.len()).into_bytes()
+                itoa::Buffer::new()
+                    .format(self.body.len())
+                    .as_bytes()
+                    .to_vec()
             ),
             ("x-content-type-options".into(), b"nosniff".to_vec()),
         ];
@@ -66,12 +75,21 @@ pub fn respond(verb: Verb, path_with_query: &str) -> Reply {
         return plain(verb, 404, String::from("404: Not Found"));
     };
     match verb {
-        Verb::Get | Verb::Head => plain(verb, 200, format!("Hello, {name}!")),
+        Verb::Get | Verb::Head => plain(verb, 200, greeting(&name)),
         Verb::Other => Reply {
             allow: Some("GET, HEAD"),
             ..plain(verb, 405, String::from("405: Method Not Allowed"))
         },
     }
+}
+
+/// `Hello, {name}!`
+fn greeting(name: &str) -> String {
+    let mut text = String::with_capacity(name.len() + 8);
+    text.push_str("Hello, ");
+    text.push_str(name);
+    text.push('!');
+    text
 }
 
 fn plain(verb: Verb, status: u16, body: String) -> Reply {
@@ -121,11 +139,14 @@ pub fn percent_decode(raw: &str) -> Cow<'_, str> {
         }
         if run.is_empty() {
             // A plain character (or a malformed escape): copy it through.
-            let ch = raw[i..].chars().next().expect("i is on a char boundary");
+            // `i` is on a character boundary, so there is one.
+            let Some(ch) = raw.get(i..).and_then(|rest| rest.chars().next()) else {
+                break;
+            };
             out.push(ch);
             i += ch.len_utf8();
         } else {
-            push_decoded_run(&mut out, &run, &raw[start..i]);
+            push_decoded_run(&mut out, &run, raw.get(start..i).unwrap_or_default());
         }
     }
     Cow::Owned(out)
@@ -144,11 +165,17 @@ fn push_decoded_run(out: &mut String, mut run: &[u8], mut written: &str) {
             Err(err) => {
                 let valid = err.valid_up_to();
                 let bad = err.error_len().unwrap_or(run.len() - valid);
-                // The first `valid` bytes were checked by the call above.
-                out.push_str(core::str::from_utf8(&run[..valid]).unwrap_or_default());
-                out.push_str(&written[3 * valid..3 * (valid + bad)]);
-                run = &run[valid + bad..];
-                written = &written[3 * (valid + bad)..];
+                // The first `valid` bytes were checked by the call above;
+                // `written` holds three characters for each byte of `run`.
+                let text = run.get(..valid).unwrap_or_default();
+                out.push_str(core::str::from_utf8(text).unwrap_or_default());
+                out.push_str(
+                    written
+                        .get(3 * valid..3 * (valid + bad))
+                        .unwrap_or_default(),
+                );
+                run = run.get(valid + bad..).unwrap_or_default();
+                written = written.get(3 * (valid + bad)..).unwrap_or_default();
             }
         }
     }

@@ -13,7 +13,7 @@ extern crate alloc;
 
 pub mod greeting;
 
-use guest_rt as _;
+use guest_rt::OrTrap;
 
 use greeting::{Reply, Verb};
 
@@ -47,25 +47,22 @@ impl Guest for Greeter {
 }
 
 /// Sends `reply` as the response. Failures here mean the host or the client
-/// went away; there is nobody left to answer, so they trap.
+/// went away; there is nobody left to answer, so they trap (`or_trap`: an
+/// `expect` would pull `core::fmt` into every instance, see `greeting.rs`).
 fn send(reply: Reply, response_out: ResponseOutparam) {
-    let fields = Fields::from_list(&reply.headers()).expect("valid response headers");
+    let fields = Fields::from_list(&reply.headers()).or_trap();
     let response = OutgoingResponse::new(fields);
     // A new response is a 200; saying so again would be one more host call
     // on every greeting.
     if reply.status != 200 {
-        response
-            .set_status_code(reply.status)
-            .expect("valid status code");
+        response.set_status_code(reply.status).or_trap();
     }
-    let body = response.body().expect("body taken once");
+    let body = response.body().or_trap();
     ResponseOutparam::set(response_out, Ok(response));
     if reply.send_body {
-        let stream = body.write().expect("stream taken once");
+        let stream = body.write().or_trap();
         for chunk in reply.body.as_bytes().chunks(WRITE_CHUNK) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .expect("client reads the body");
+            stream.blocking_write_and_flush(chunk).or_trap();
         }
     }
     let finished = OutgoingBody::finish(body, None);
@@ -73,7 +70,7 @@ fn send(reply: Reply, response_out: ResponseOutparam) {
     // host that checks the written length against it refuses the finish,
     // which is expected here and not an error.
     if reply.send_body {
-        finished.expect("body finished once");
+        finished.or_trap();
     }
 }
 

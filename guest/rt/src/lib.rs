@@ -11,6 +11,42 @@
 
 #![no_std]
 
+/// `expect` without the message: a failure traps at once, as a panic does
+/// here anyway (the panic handler traps and prints nothing), but without
+/// the formatting code and `Debug` impls that an `expect` call pulls into
+/// the component, and into every instance's function table and data.
+pub trait OrTrap<T> {
+    /// The value, or a trap.
+    fn or_trap(self) -> T;
+}
+
+impl<T, E> OrTrap<T> for Result<T, E> {
+    fn or_trap(self) -> T {
+        match self {
+            Ok(value) => value,
+            Err(_) => trap(),
+        }
+    }
+}
+
+impl<T> OrTrap<T> for Option<T> {
+    fn or_trap(self) -> T {
+        match self {
+            Some(value) => value,
+            None => trap(),
+        }
+    }
+}
+
+/// Ends the guest's call with a trap (a panic off wasm, for tests).
+#[cold]
+pub fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    panic!("trap");
+}
+
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     extern crate alloc;
