@@ -44,6 +44,14 @@ impl Idle {
         Open(self.clone())
     }
 
+    /// How long since the last request ended, or since the connection
+    /// began if none has: when a head that then fails began to arrive, at
+    /// the earliest.
+    pub fn quiet_for(&self) -> Duration {
+        let last_done = Duration::from_millis(self.last_done.load(Ordering::Acquire));
+        self.base.elapsed().saturating_sub(last_done)
+    }
+
     /// Resolves once no request has been open for `timeout`: at the
     /// earliest `timeout` after the last one ended (or after the connection
     /// began, if none came), at the latest twice that.

@@ -1,13 +1,35 @@
 //! The rules for an HTTP/1 request head that hyper leaves to the server:
 //! the `Host` field (RFC 9112 §3.2) and the form of the request target
 //! (§3.2). A head that breaks them gets 400 before any guest sees it.
-//! (Heads hyper cannot parse at all get its own automatic 400.)
+//! (Heads hyper cannot parse at all get its own automatic answer, which
+//! [`answered_by_hyper`] tells, so that they are logged and counted too.)
 
 use std::net::SocketAddr;
 
 use http::header::HOST;
 use http::uri::Authority;
-use http::{HeaderValue, Method, Version};
+use http::{HeaderValue, Method, StatusCode, Version};
+
+/// The status hyper answered with, on its own, when an HTTP/1 connection
+/// ended with `error`: a head it could not parse gets 400, 414 or 431 (hyper's
+/// `on_error` for servers) and the connection is closed. `None` for any
+/// other end of a connection (a timeout, a reset, an HTTP/2 error), which
+/// answered nothing.
+pub fn answered_by_hyper(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
+    let error = error.downcast_ref::<hyper::Error>()?;
+    if error.is_parse_version_h2() || error.is_parse_status() || !error.is_parse() {
+        return None;
+    }
+    if !error.is_parse_too_large() {
+        return Some(StatusCode::BAD_REQUEST);
+    }
+    // hyper's public API joins the two; its message tells them apart.
+    Some(if error.to_string().contains("URI") {
+        StatusCode::URI_TOO_LONG
+    } else {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    })
+}
 
 /// Checks `request`'s head; an HTTP/1.0 request without `Host` is given the
 /// address it came in on (`local`), as HTTP/1.0 does not require the field.

@@ -110,6 +110,7 @@ pub async fn run(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
+        let server = proxy.clone();
         let proxy = proxy.clone();
         let scheme = scheme.clone();
         let first = Arc::new(FirstRequest::default());
@@ -153,7 +154,10 @@ pub async fn run(
                 }
             };
             if let Err(err) = served {
-                tracing::debug!("connection ended with an error: {err}");
+                match request_head::answered_by_hyper(&*err) {
+                    Some(status) => unparsed(&server, status, idle.quiet_for(), &*err),
+                    None => tracing::debug!("connection ended with an error: {err}"),
+                }
             }
         });
     }
@@ -268,6 +272,16 @@ struct Unanswered<'a> {
     method: &'a http::Method,
     path: &'a str,
     started: Instant,
+}
+
+/// A request head hyper could not parse, and answered itself with `status`
+/// before closing the connection: logged and counted like any other
+/// request. Its method and path are unknown, so the access line says `-`.
+fn unparsed(proxy: &Proxy, status: StatusCode, elapsed: Duration, error: &dyn std::error::Error) {
+    tracing::info!("bad request: {error}");
+    proxy.metrics().answered(status, elapsed);
+    let unknown = http::Method::from_bytes(b"-").expect("`-` is a method token");
+    access_log::record(&unknown, "-", status, elapsed);
 }
 
 /// The status logged for a request whose client went away unanswered.

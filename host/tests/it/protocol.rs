@@ -203,6 +203,53 @@ async fn malformed_requests_get_400() {
     assert_eq!(reply.body, "Hello, after!");
 }
 
+/// A head hyper cannot parse is answered by hyper itself (400, 414, 431);
+/// it is still logged, with `-` for the method and path nobody could read,
+/// and counted in the metrics, like every other request.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_hyper_refuses_are_logged_and_counted() {
+    let mut serve = ServeProcess::start(&[
+        "--admin-addr",
+        "127.0.0.1:0",
+        // hyper reads heads up to twice this (80 KiB): a 70,000-byte
+        // target fits, and is over hyper's limit for a URI.
+        "--max-header-size",
+        "40KiB",
+        greeter().to_str().unwrap(),
+    ])
+    .await;
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(70_000));
+    let big_head = format!(
+        "GET /World HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(400 * 1024)
+    );
+    let cases: [(&[u8], u16, &str); 3] = [
+        (b"GARBAGE\r\n\r\n", 400, "Bad Request"),
+        (long_target.as_bytes(), 414, "URI Too Long"),
+        (big_head.as_bytes(), 431, "Request Header Fields Too Large"),
+    ];
+    for (request, status, reason) in cases {
+        let raw = exchange(serve.addr, request).await;
+        assert!(
+            raw.starts_with(&format!("HTTP/1.1 {status} {reason}\r\n")),
+            "{status}: {:?}",
+            &raw[..raw.len().min(200)]
+        );
+        let line = serve
+            .wait_for_log(&["wasi_serve::access", &format!("status={status}")])
+            .await;
+        assert!(line.contains("method=- path=\"-\""), "{line}");
+    }
+    let admin = serve.admin.expect("an admin listener");
+    let page = crate::support::get(admin, "/metrics").await.body;
+    assert_eq!(
+        crate::support::sample(&page, "wasi_serve_requests_total{class=\"4xx\"}"),
+        3.0
+    );
+    let reply = crate::support::get(serve.addr, "/after").await;
+    assert_eq!(reply.body, "Hello, after!");
+}
+
 /// HTTP/1.0 does not require `Host`: such a request is served, with the
 /// address it came in on as its authority; an absolute-form target needs
 /// no `Host` either.
