@@ -48,7 +48,10 @@ pub fn init(format: LogFormat, queue_lines: usize) {
             }
             logs.with_ansi(colours).with_writer(writer).init()
         }
-        LogFormat::Json => logs.with_writer(writer).json().init(),
+        LogFormat::Json => {
+            crate::access_log::elapsed_as_number();
+            logs.with_writer(writer).json().init()
+        }
     }
 }
 

@@ -212,7 +212,7 @@ async fn the_first_stderr_line_names_the_url() {
 }
 
 /// `--log-format json`: every log line is one JSON object, the access line
-/// included, with its fields.
+/// included, with its fields; the time taken is a number of milliseconds.
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_are_one_object_per_line() {
     let mut serve =
@@ -228,6 +228,17 @@ async fn json_logs_are_one_object_per_line() {
     ] {
         assert!(access.contains(field), "{field} in {access}");
     }
+    let (_, elapsed) = access
+        .split_once("\"elapsed_ms\":")
+        .unwrap_or_else(|| panic!("elapsed_ms in {access}"));
+    let number: String = elapsed
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == 'e' || *c == '-')
+        .collect();
+    let ms: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("elapsed_ms is a number in {access}"));
+    assert!(ms > 0.0 && ms < 20_000.0, "{access}");
     for line in serve.drain_logs() {
         assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
     }
