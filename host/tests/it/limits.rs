@@ -308,29 +308,16 @@ async fn slow_and_silent_clients_are_disconnected() {
 /// keeps its connection open: a request after it is still served there.
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_http2_connections_are_closed() {
-    use hyper::client::conn::http2;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use crate::support::http2_connection;
 
     for guest in test_guests() {
         let server = TestServer::with_flags(&guest, &["--header-read-timeout", "500ms"]).await;
         let addr = server.addr;
-        let connect = || async move {
-            let stream = TcpStream::connect(addr).await.unwrap();
-            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .expect("http2 handshake");
-            (sender, tokio::spawn(connection))
-        };
-        let request = |path: &str| {
-            Request::builder()
-                .uri(format!("http://{addr}{path}"))
-                .body(http_body_util::Empty::<Bytes>::new())
-                .unwrap()
-        };
+        let request = |path: &str| crate::support::build(Method::GET, addr, path);
 
-        let (_silent, silent_connection) = connect().await;
+        let (_silent, silent_connection) = http2_connection(addr).await;
         let connected = std::time::Instant::now();
-        let (mut sender, connection) = connect().await;
+        let (mut sender, connection) = http2_connection(addr).await;
 
         // Longer than the timeout in the guest.
         let response = sender.send_request(request("/sleep/1200")).await.unwrap();

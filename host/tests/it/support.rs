@@ -241,13 +241,23 @@ pub async fn http1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<
 
 /// An HTTP/2 (cleartext, prior knowledge) connection to `addr`.
 pub async fn http2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    http2_connection(addr).await.0
+}
+
+/// As [`http2`], with the task driving the connection, which ends when the
+/// connection does.
+pub async fn http2_connection(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .expect("http2 handshake");
-    tokio::spawn(connection);
-    sender
+    (sender, tokio::spawn(connection))
 }
 
 /// Builds a request for `path` on `addr`.
