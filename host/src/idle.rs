@@ -52,9 +52,9 @@ impl Idle {
         self.base.elapsed().saturating_sub(last_done)
     }
 
-    /// Resolves once no request has been open for `timeout`: at the
-    /// earliest `timeout` after the last one ended (or after the connection
-    /// began, if none came), at the latest twice that.
+    /// Resolves once no request has been open for `timeout`: `timeout`
+    /// after the last one ended, or after the connection began if none
+    /// came. While requests are open it looks again every `timeout`.
     pub async fn elapsed(&self, timeout: Duration) {
         let mut deadline = self.base + timeout;
         loop {
