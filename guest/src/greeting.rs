@@ -1,6 +1,5 @@
 //! What the greeter answers, as a pure function of the method and the request
 //! target. No I/O here: `lib.rs` turns a [`Reply`] into a `wasi:http` response.
-
 //!
 //! Nothing here can panic with a formatted message, nor does any other
 //! formatting: `core::fmt` would put its code, tables of function pointers

@@ -11,7 +11,7 @@
 
 #![no_std]
 
-/// `expect` without the message: a failure traps at once, as a panic does
+/// `expect` without the message: an error traps at once, as a panic does
 /// here anyway (the panic handler traps and prints nothing), but without
 /// the formatting code and `Debug` impls that an `expect` call pulls into
 /// the component, and into every instance's function table and data.
@@ -29,18 +29,9 @@ impl<T, E> OrTrap<T> for Result<T, E> {
     }
 }
 
-impl<T> OrTrap<T> for Option<T> {
-    fn or_trap(self) -> T {
-        match self {
-            Some(value) => value,
-            None => trap(),
-        }
-    }
-}
-
 /// Ends the guest's call with a trap (a panic off wasm, for tests).
 #[cold]
-pub fn trap() -> ! {
+fn trap() -> ! {
     #[cfg(target_arch = "wasm32")]
     core::arch::wasm32::unreachable();
     #[cfg(not(target_arch = "wasm32"))]

@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    STEP, ServeProcess, TestServer, get, sample, test_guest, test_guest_p3, test_guests,
+    STEP, ServeProcess, TestServer, get, http2_connection, sample, test_guest, test_guest_p3,
+    test_guests,
 };
 
 async fn still_serves(server: &TestServer) {
@@ -308,8 +309,6 @@ async fn slow_and_silent_clients_are_disconnected() {
 /// keeps its connection open: a request after it is still served there.
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_http2_connections_are_closed() {
-    use crate::support::http2_connection;
-
     for guest in test_guests() {
         let server = TestServer::with_flags(&guest, &["--header-read-timeout", "500ms"]).await;
         let addr = server.addr;
