@@ -2,6 +2,7 @@
 //! systemd passed, start logging, bind, start the server ([`App::start`]),
 //! stop it on a signal.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -45,7 +46,8 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             logging::flush();
-            eprintln!("error: {err:#}");
+            // Not `eprintln!`, which panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -89,9 +91,12 @@ fn run(config: Config, addr_given: bool, inherited: Inherited) -> Result<()> {
             .await?;
         let app = App::start(&config, listeners, Some(hangup)).await?;
         tracing::info!(workers = cpus, "async runtime started");
-        println!("listening on {}", app.url());
+        // Not `println!`, which panics when stdout is a closed pipe (as
+        // behind `| head -1`): the server runs on whether anyone reads this.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "listening on {}", app.url());
         if let Some(admin) = app.admin_addr() {
-            println!("admin on http://{admin}");
+            let _ = writeln!(stdout, "admin on http://{admin}");
         }
 
         // The first signal drains; a second one exits at once.

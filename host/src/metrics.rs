@@ -131,7 +131,7 @@ impl Metrics {
         );
         registry.register(
             "log_lines_dropped",
-            "Log lines dropped because the log queue was full (--log-queue-lines)",
+            "Log lines not written: the log queue was full (--log-queue-lines), or stderr refused them",
             LogDrops,
         );
         let reloads = Family::<ReloadLabels, Counter>::default();

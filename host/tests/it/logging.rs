@@ -59,3 +59,43 @@ async fn a_full_log_queue_drops_lines_counts_them_and_holds_no_request_up() {
     );
     assert_eq!(serve.exit_code().await, Some(0));
 }
+
+/// With stderr a pipe whose reader has gone, every request is still
+/// answered, the lines stderr refuses are counted as dropped, and SIGTERM
+/// still ends the process cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stderr_counts_the_lines_it_refuses_and_serving_goes_on() {
+    const SENT: usize = 200;
+    let guest = test_guest();
+    let mut serve =
+        ServeProcess::start_unread(&["--admin-addr", "127.0.0.1:0", guest.to_str().unwrap()]).await;
+    let admin = serve.admin.expect("admin address printed");
+    drop(serve.stderr.take());
+
+    let mut sender = http1(serve.addr).await;
+    for n in 0..SENT {
+        let request = build(Method::GET, serve.addr, &format!("/gone-{n}"));
+        sender.ready().await.expect("connection open");
+        let reply = read(sender.send_request(request).await.expect("a response")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, format!("Howdy, gone-{n}!"));
+    }
+
+    // The writer thread takes the lines after their requests are answered.
+    let deadline = tokio::time::Instant::now() + STEP;
+    let dropped = loop {
+        let page = get(admin, "/metrics").await.body;
+        let dropped = sample(&page, "wasi_serve_log_lines_dropped_total") as usize;
+        if dropped >= SENT || tokio::time::Instant::now() > deadline {
+            break dropped;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        dropped >= SENT,
+        "{dropped} lines counted as dropped for {SENT} access lines stderr refused"
+    );
+
+    serve.signal("TERM");
+    assert_eq!(serve.exit_code().await, Some(0));
+}
