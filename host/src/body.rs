@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::task::AbortHandle;
 use wasmtime_wasi_http::WasiBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -87,12 +88,40 @@ const MAX_EMPTY_FRAMES_PER_POLL: usize = 64;
 pub struct GuestBody {
     inner: WasiBody,
     flags: Arc<Flags>,
+    /// The guest's task while it still writes the body: stopped if the body
+    /// is dropped before its end (its client went away, or took nothing for
+    /// `--send-timeout`), as nobody will read what it writes.
+    writer: Option<AbortHandle>,
 }
 
 impl GuestBody {
-    /// `inner`, watched through `flags`.
-    pub fn new(inner: WasiBody, flags: Arc<Flags>) -> Self {
-        Self { inner, flags }
+    /// `inner`, watched through `flags`, written by the task `writer`.
+    pub fn new(inner: WasiBody, flags: Arc<Flags>, writer: Option<AbortHandle>) -> Self {
+        Self {
+            inner,
+            flags,
+            writer,
+        }
+    }
+
+    /// `polled` is the end of the body, or its last frame.
+    fn ends(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>>) {
+        let end = match polled {
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            Poll::Ready(_) => true,
+            Poll::Pending => false,
+        };
+        if end {
+            self.writer = None;
+        }
+    }
+}
+
+impl Drop for GuestBody {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.abort();
+        }
     }
 }
 
@@ -109,11 +138,15 @@ impl Body for GuestBody {
                 Poll::Ready(Some(Ok(frame)))
                     if frame.data_ref().is_some_and(|data| data.is_empty()) => {}
                 Poll::Ready(None) if self.flags.guest_failed.load(Ordering::Relaxed) => {
+                    self.writer = None;
                     return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
                         "the guest failed while sending the body".into(),
                     )))));
                 }
-                other => return other,
+                other => {
+                    self.ends(&other);
+                    return other;
+                }
             }
         }
         // A guest writing nothing as fast as it can: let others run.

@@ -18,6 +18,8 @@ use std::time::Duration;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use crate::send_timeout::Sending;
+
 /// One connection's open requests, and when the last one ended.
 pub struct Idle {
     /// When the connection began.
@@ -91,16 +93,35 @@ impl Drop for Open {
     }
 }
 
-/// A response body that keeps its request open until it is sent or dropped.
+/// A response body that keeps its request open until it is sent or dropped,
+/// and tells its task's [`Sending`] (`--send-timeout`) whether it waits on
+/// the client or on the guest.
 pub struct Tracked<B> {
     body: B,
     _open: Open,
+    sending: Option<Arc<Sending>>,
 }
 
 impl<B> Tracked<B> {
     /// `body`, keeping `open` for as long as it lives.
     pub fn new(body: B, open: Open) -> Self {
-        Self { body, _open: open }
+        let sending = Sending::current();
+        if let Some(sending) = &sending {
+            sending.begin();
+        }
+        Self {
+            body,
+            _open: open,
+            sending,
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if let Some(sending) = &self.sending {
+            sending.end();
+        }
     }
 }
 
@@ -112,7 +133,15 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Some(sending) = &self.sending {
+            match &polled {
+                Poll::Pending => sending.waiting_on_guest(),
+                Poll::Ready(Some(Ok(_))) => sending.took(),
+                Poll::Ready(_) => sending.end(),
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -77,6 +77,7 @@ pub mod request_head;
 pub mod response_body;
 pub mod response_head;
 pub mod runtime;
+pub mod send_timeout;
 pub mod server;
 pub mod shutdown;
 pub mod state;

@@ -38,6 +38,7 @@ pub const MAX_GUEST_FIELD_SIZE: usize = 64 * 1024;
 /// | `--max-request-body` | `proxy.rs` (declared length) and `body.rs` (counted while read) |
 /// | `--max-header-size` | `server.rs`: hyper's buffers, and the 431 check |
 /// | `--header-read-timeout` | `server.rs`: hyper's HTTP/1 header timeout, the protocol sniff and the TLS handshake |
+/// | `--send-timeout` | `send_timeout.rs`, around each connection's task and each HTTP/2 stream's |
 #[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
     /// Longest a request may take, from its arrival to the guest's last byte;
@@ -109,6 +110,19 @@ pub struct Limits {
         value_parser = parse_duration,
     )]
     pub header_read_timeout: Duration,
+
+    /// How long a client may leave a response's body untaken: if it takes
+    /// no part of it for this long, the response is cut off (HTTP/2: its
+    /// stream is reset; HTTP/1: the connection is closed) and its instance
+    /// freed. A guest that is slow to write is bounded by
+    /// `--request-timeout` instead.
+    #[arg(
+        long,
+        env = "WASI_SERVE_SEND_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration,
+    )]
+    pub send_timeout: Duration,
 }
 
 /// `--max-header-size`: a size from 8KiB (hyper's smallest HTTP/1 buffer)

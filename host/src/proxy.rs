@@ -326,7 +326,9 @@ impl Proxy {
         let outcome = match answered.await {
             Ok(Ok(mut response)) => match response_head::check(&method, &mut response) {
                 Ok(response_head::Body::Send) => {
-                    Ok(response.map(|body| GuestBody::new(body, flags.clone()).boxed_unsync()))
+                    let writer = ran.writer();
+                    Ok(response
+                        .map(|body| GuestBody::new(body, flags.clone(), writer).boxed_unsync()))
                 }
                 // Whatever the guest writes (it may declare a length it
                 // never writes) is not sent.
@@ -382,6 +384,14 @@ impl GuestRun {
                     anyhow::Error::new(join).context("guest task failed"),
                 )),
             },
+        }
+    }
+
+    /// The task, if the guest still runs on one.
+    fn writer(&self) -> Option<tokio::task::AbortHandle> {
+        match self {
+            Self::Running(Some(task)) => Some(task.abort_handle()),
+            _ => None,
         }
     }
 

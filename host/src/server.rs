@@ -15,7 +15,7 @@ use http::{StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
@@ -29,6 +29,7 @@ use crate::idle::{Idle, Tracked};
 use crate::linger::{Drained, Lingering};
 use crate::proxy::{self, Proxy, ProxyError};
 use crate::request_head;
+use crate::send_timeout::{self, Watched};
 
 /// Ping interval (and answer deadline) on HTTP/2 connections.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
@@ -70,7 +71,12 @@ pub async fn run(
     };
     let limits = proxy.limits();
     let header_timeout = limits.header_read_timeout;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let send_timeout = limits.send_timeout;
+    // Each HTTP/2 stream's task is watched for a client that stops taking
+    // its response, as each connection's task is below.
+    let mut builder = auto::Builder::new(send_timeout::Executor {
+        timeout: send_timeout,
+    });
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -142,7 +148,8 @@ pub async fn run(
                     }
                     let io = TokioIo::new(Lingering::new(stream));
                     let connection = builder.serve_connection(io, service);
-                    until_drained(connection, &first, draining, &idle, header_timeout).await
+                    let served = until_drained(connection, &first, draining, &idle, header_timeout);
+                    Watched::new(served, send_timeout).await
                 }
                 Some(tls) => {
                     let accept = tls.accept(Lingering::new(stream));
@@ -150,8 +157,16 @@ pub async fn run(
                         return;
                     };
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    until_drained(connection, &first, draining, &idle, header_timeout).await
+                    let served = until_drained(connection, &first, draining, &idle, header_timeout);
+                    Watched::new(served, send_timeout).await
                 }
+            };
+            let Ok(served) = served else {
+                tracing::info!(
+                    "the client took no part of a response for {send_timeout:?} \
+                     (--send-timeout); its connection is closed"
+                );
+                return;
             };
             if let Err(err) = served {
                 match request_head::answered_by_hyper(&*err) {
@@ -178,7 +193,10 @@ pub async fn run(
 
 /// Serves `connection` until it ends; once the drain starts, or once no
 /// request has been open on it for `idle_timeout` (see `idle`), asks it to
-/// close after the requests it is serving.
+/// close after the requests it is serving. Closed for idleness, it is cut
+/// off if it has still not closed once its requests have been done for
+/// another `idle_timeout`: what it still holds then is response bytes its
+/// client is not taking.
 ///
 /// A connection that has not begun its first request yet is left to begin
 /// it: its request may already be on the way (sent as soon as the client
@@ -194,17 +212,34 @@ async fn until_drained<C: GracefulConnection>(
     idle_timeout: Duration,
 ) -> Result<(), C::Error> {
     let mut connection = std::pin::pin!(connection);
-    tokio::select! {
+    let idle_close = tokio::select! {
         served = connection.as_mut() => return served,
         () = async {
             // An error means the server is gone: drain as well.
             let _ = draining.wait_for(|draining| *draining).await;
             first.wait().await;
-        } => {}
-        () = idle.elapsed(idle_timeout) => tracing::debug!("closing an idle connection"),
-    }
+        } => false,
+        () = idle.elapsed(idle_timeout) => {
+            tracing::debug!("closing an idle connection");
+            true
+        }
+    };
     connection.as_mut().graceful_shutdown();
-    connection.await
+    if !idle_close {
+        // The drain, bounded by `--shutdown-timeout` as a whole.
+        return connection.await;
+    }
+    tokio::select! {
+        served = connection.as_mut() => served,
+        () = async {
+            // A request that raced the GOAWAY is served first.
+            tokio::time::sleep(idle_timeout).await;
+            idle.elapsed(idle_timeout).await;
+        } => {
+            tracing::debug!("an idle connection did not close; cut off");
+            Ok(())
+        }
+    }
 }
 
 /// Whether a connection has begun a request.

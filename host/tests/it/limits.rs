@@ -603,3 +603,93 @@ async fn a_client_that_goes_away_frees_its_slot() {
         );
     }
 }
+
+/// A client that stops taking a response is cut off at `--send-timeout`,
+/// long before `--request-timeout`, and the instance writing the response
+/// is freed: with one slot, the next request is served. Over HTTP/2 only
+/// the stalled stream is reset, also when its body is a few bytes the
+/// client never opened its window for; over HTTP/1 the connection is
+/// closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout() {
+    const LARGE: &str = "/stream/67108864";
+    for guest in test_guests() {
+        let mut serve = ServeProcess::start(&[
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--max-concurrent-requests",
+            "1",
+            "--request-timeout",
+            "60s",
+            "--send-timeout",
+            "1s",
+            guest.to_str().unwrap(),
+        ])
+        .await;
+        let admin = serve.admin.expect("an admin listener");
+        let guest_tasks =
+            async || sample(&get(admin, "/metrics").await.body, "wasi_serve_guest_tasks");
+        let settled = async || {
+            let deadline = std::time::Instant::now() + STEP;
+            while guest_tasks().await != 0.0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the guest was stopped"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+
+        // HTTP/2: 64 MiB asked for, the body never read.
+        let (mut h2, _connection) = http2_connection(serve.addr).await;
+        let request = crate::support::build(Method::GET, serve.addr, LARGE);
+        let stalled = h2.send_request(request).await.expect("a response head");
+        assert_eq!(stalled.status(), StatusCode::OK);
+        assert_eq!(guest_tasks().await, 1.0, "the guest still writes");
+        serve
+            .wait_for_log(&["--send-timeout", "HTTP/2 stream is reset"])
+            .await;
+        settled().await;
+        let body = tokio::time::timeout(STEP, stalled.into_body().collect()).await;
+        assert!(body.expect("ends").is_err(), "the stream is reset");
+        // The slot is free, and the connection still serves.
+        let request = crate::support::build(Method::GET, serve.addr, "/same-connection");
+        let reply = crate::support::read(h2.send_request(request).await.unwrap()).await;
+        assert_eq!(reply.body, "Howdy, same-connection!", "{}", guest.display());
+
+        // HTTP/2 with a window of 0: not even a short body can be sent.
+        let stream = TcpStream::connect(serve.addr).await.unwrap();
+        let (mut shut, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(0)
+                .handshake::<_, http_body_util::Empty<Bytes>>(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("http2 handshake");
+        tokio::spawn(connection);
+        let request = crate::support::build(Method::GET, serve.addr, "/shut-window");
+        let response = shut.send_request(request).await.expect("a response head");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = tokio::time::timeout(STEP, response.into_body().collect()).await;
+        assert!(body.expect("ends").is_err(), "the stream is reset");
+
+        // HTTP/1: the connection is closed part-way through the body.
+        let mut http1 = TcpStream::connect(serve.addr).await.unwrap();
+        let head = format!("GET {LARGE} HTTP/1.1\r\nHost: x\r\n\r\n");
+        http1.write_all(head.as_bytes()).await.unwrap();
+        serve
+            .wait_for_log(&["--send-timeout", "its connection is closed"])
+            .await;
+        settled().await;
+        let mut received = Vec::new();
+        tokio::time::timeout(STEP, http1.read_to_end(&mut received))
+            .await
+            .expect("the connection closes")
+            .ok();
+        assert!(
+            received.len() < 64 << 20,
+            "cut off: {} bytes",
+            received.len()
+        );
+        assert_eq!(get(serve.addr, "/after").await.status, StatusCode::OK);
+    }
+}
