@@ -1,12 +1,12 @@
 //! The guest's response head, checked before hyper sends it.
 //!
-//! A guest may set any status from 100 to 599, with any headers and body.
-//! HTTP allows fewer combinations, and given one it cannot send, hyper
-//! closes the connection or resets the HTTP/2 stream, while the access log
-//! would record the guest's status as if it had been answered. So:
+//! A WASI 0.2 guest may set any status from 100 to 999, with any headers
+//! and body. HTTP allows fewer combinations, and given one it cannot send,
+//! hyper closes the connection or resets the HTTP/2 stream, while the access
+//! log would record the guest's status as if it had been answered. So:
 //!
-//! - an informational status (1xx) is not a final response: the guest
-//!   failed, and the client gets a 500;
+//! - an informational status (1xx) is not a final response, and HTTP has no
+//!   status above 599: the guest failed, and the client gets a 500;
 //! - a 2xx answer to `CONNECT` would turn the connection into a tunnel,
 //!   which wasi:http cannot carry: a 500 as well;
 //! - responses to `HEAD`, and 204 and 304 responses, go without a body,
@@ -30,6 +30,9 @@ pub fn check<B>(method: &Method, response: &mut http::Response<B>) -> anyhow::Re
     let status = response.status();
     if status.is_informational() {
         bail!("guest answered with status {status}, which is not a final response");
+    }
+    if status.as_u16() > 599 {
+        bail!("guest answered with status {status}; HTTP's statuses end at 599");
     }
     if method == Method::CONNECT && status.is_success() {
         bail!(
@@ -66,6 +69,14 @@ mod tests {
         for status in [100, 101, 103, 199] {
             let err = check(&Method::GET, &mut response(status, &[])).unwrap_err();
             assert!(err.to_string().contains("not a final response"), "{err}");
+        }
+    }
+
+    #[test]
+    fn statuses_past_599_are_refused() {
+        for status in [600, 700, 999] {
+            let err = check(&Method::GET, &mut response(status, &[])).unwrap_err();
+            assert!(err.to_string().contains("end at 599"), "{err}");
         }
     }
 
