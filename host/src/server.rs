@@ -42,13 +42,20 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// `false` if the client closed the connection first.
 async fn await_protocol(stream: &tokio::net::TcpStream) -> bool {
     let mut buf = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(10);
     loop {
         match stream.peek(&mut buf).await {
             Ok(0) | Err(_) => return false,
             Ok(n) if n == buf.len() || !H2_PREFACE.starts_with(&buf[..n]) => return true,
-            // Part of the HTTP/2 preface: peeking does not consume it, so wait
-            // a little for the rest rather than spin.
-            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            // Part of the HTTP/2 preface: peeking does not consume it, and
+            // the socket stays readable, so wait for the rest rather than
+            // spin, longer each time: a client that stops halfway costs a
+            // few wake-ups until `--header-read-timeout`, not a hundred a
+            // second.
+            Ok(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
         }
     }
 }
