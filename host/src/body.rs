@@ -21,6 +21,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Flags {
     /// The request body went past `--max-request-body`.
     body_too_large: AtomicBool,
+    /// The client's request body broke off: malformed, cut short, reset.
+    body_broke: AtomicBool,
     /// The guest failed or was interrupted.
     guest_failed: AtomicBool,
 }
@@ -29,6 +31,12 @@ impl Flags {
     /// Whether the guest read past `--max-request-body`.
     pub fn body_too_large(&self) -> bool {
         self.body_too_large.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client's request body broke off (malformed, or cut short
+    /// by the client): a guest that then fails is not at fault.
+    pub fn body_broke(&self) -> bool {
+        self.body_broke.load(Ordering::Relaxed)
     }
 
     /// Marks the guest as failed: a response body it was still sending ends
@@ -42,7 +50,8 @@ impl Flags {
 /// The request with its body as the guest reads it: a body of declared
 /// length was checked against `max` before (hyper holds it to that length);
 /// one of unknown length is counted as it is read, and past `max` the guest
-/// gets a read error and `flags` records it (the client gets 413).
+/// gets a read error and `flags` records it (the client gets 413). A body
+/// that breaks off is recorded in `flags` too.
 pub fn limit_request<B>(
     request: hyper::Request<B>,
     max: u64,
@@ -52,10 +61,16 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error> + Into<BoxError>,
 {
-    if request.body().size_hint().exact().is_some() {
-        return request.map(|body| body.map_err(Into::into).boxed_unsync());
-    }
     let flags = flags.clone();
+    if request.body().size_hint().exact().is_some() {
+        return request.map(|body| {
+            body.map_err(move |err| {
+                flags.body_broke.store(true, Ordering::Relaxed);
+                err.into()
+            })
+            .boxed_unsync()
+        });
+    }
     request.map(|body| {
         Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
             .map_err(move |err| {
@@ -63,6 +78,7 @@ where
                     flags.body_too_large.store(true, Ordering::Relaxed);
                     return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max));
                 }
+                flags.body_broke.store(true, Ordering::Relaxed);
                 match err.downcast::<hyper::Error>() {
                     Ok(err) => wasmtime_wasi_http::Error::Hyper(*err),
                     Err(err) => wasmtime_wasi_http::Error::InternalError(Some(err.to_string())),

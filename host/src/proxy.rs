@@ -43,6 +43,9 @@ pub enum ProxyError {
     BadRequest(anyhow::Error),
     /// The request body is larger than `--max-request-body`.
     BodyTooLarge,
+    /// The request body broke off (malformed, or cut short by the client),
+    /// and the guest failed reading it.
+    BodyBroke,
     /// Every instance slot stayed busy for `--queue-timeout`.
     Busy,
     /// The guest was still running at `--request-timeout`.
@@ -62,6 +65,7 @@ impl ProxyError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyBroke => StatusCode::BAD_REQUEST,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Guest { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -252,7 +256,9 @@ impl Proxy {
                     .run(&mut store, call, &metrics)
                     .await
                     .map_err(|err| {
-                        if err.is::<Trap>() {
+                        // A guest that fails on a body the client broke is
+                        // not counted as trapping.
+                        if err.is::<Trap>() && !task_flags.body_broke() {
                             metrics.trapped();
                         }
                         anyhow::Error::from(err)
@@ -281,6 +287,12 @@ impl Proxy {
                 // is dropped: a body cut short must not look complete.
                 task_flags.guest_failed();
                 match err {
+                    ProxyError::Guest { error, .. } if task_flags.body_broke() => tracing::info!(
+                        method = %tag.method,
+                        path = tag.uri.path(),
+                        "request body broke off; the guest failed reading it: {}",
+                        one_line(error)
+                    ),
                     ProxyError::Guest { error, .. } => tracing::error!(
                         method = %tag.method,
                         path = tag.uri.path(),
@@ -354,6 +366,9 @@ impl Proxy {
         ran.detach();
         if flags.body_too_large() {
             return Err(ProxyError::BodyTooLarge);
+        }
+        if flags.body_broke() && matches!(outcome, Err(ProxyError::Guest { .. })) {
+            return Err(ProxyError::BodyBroke);
         }
         outcome
     }

@@ -386,7 +386,8 @@ async fn respond(
                 ProxyError::Guest { error, logged } if !logged => {
                     tracing::error!(%method, path = uri.path(), "guest failed: {}", proxy::one_line(error));
                 }
-                ProxyError::Guest { .. } | ProxyError::Timeout => {}
+                // Logged by the guest's run.
+                ProxyError::Guest { .. } | ProxyError::Timeout | ProxyError::BodyBroke => {}
                 ProxyError::BodyTooLarge => {
                     tracing::info!(%method, path = uri.path(), "request body too large");
                 }
@@ -404,7 +405,7 @@ async fn respond(
                 }
                 // The rest of the body is not read: the connection cannot be
                 // reused.
-                ProxyError::BodyTooLarge => response = closing(response),
+                ProxyError::BodyTooLarge | ProxyError::BodyBroke => response = closing(response),
                 _ => {}
             }
             response

@@ -382,3 +382,55 @@ async fn answers_http_cannot_carry_are_mended_or_refused() {
         assert!(reply.contains(&format!("\r\n\r\n{status}: ")), "{reply}");
     }
 }
+
+/// A request body the client breaks (a malformed chunk, or a connection
+/// half-closed before the declared length) is the client's fault: a guest
+/// that fails reading it gets the client a 400, is logged at info, and is
+/// not counted as a trap or a 5xx.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_bodies_that_break_off_get_400_not_a_guest_failure() {
+    for guest in crate::support::test_guests() {
+        let mut serve =
+            ServeProcess::start(&["--admin-addr", "127.0.0.1:0", guest.to_str().unwrap()]).await;
+        let admin = serve.admin.expect("an admin listener");
+
+        let malformed = exchange(
+            serve.addr,
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n",
+        )
+        .await;
+        assert!(malformed.starts_with("HTTP/1.1 400 "), "{malformed}");
+
+        let mut stream = TcpStream::connect(serve.addr).await.expect("connect");
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            .await
+            .expect("write");
+        stream.shutdown().await.expect("half-close");
+        let mut raw = Vec::new();
+        tokio::time::timeout(STEP, stream.read_to_end(&mut raw))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        let cut_short = String::from_utf8_lossy(&raw);
+        assert!(cut_short.starts_with("HTTP/1.1 400 "), "{cut_short}");
+
+        for _ in 0..2 {
+            let line = serve
+                .wait_for_log(&["request body broke off", "path=\"/echo\""])
+                .await;
+            assert!(line.contains("INFO"), "{line}");
+        }
+        let page = crate::support::get(admin, "/metrics").await.body;
+        let sample = |name| crate::support::sample(&page, name);
+        assert_eq!(
+            sample("wasi_serve_guest_traps_total"),
+            0.0,
+            "{}",
+            guest.display()
+        );
+        assert_eq!(sample("wasi_serve_requests_total{class=\"4xx\"}"), 2.0);
+        assert_eq!(sample("wasi_serve_requests_total{class=\"5xx\"}"), 0.0);
+        assert!(serve.logged("guest failed").is_empty());
+    }
+}
