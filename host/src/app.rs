@@ -47,7 +47,12 @@ impl App {
             _ => None,
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let proxy = Proxy::load(config)?;
+        // Reading and compiling take seconds for a large component: off the
+        // async threads, so that a signal meanwhile is still heard.
+        let loading = config.clone();
+        let proxy = tokio::task::spawn_blocking(move || Proxy::load(&loading))
+            .await
+            .context("loading the component failed")??;
         // The first line on stderr names the URL (test harnesses such as the
         // WASI test suite's read it there), followed by a space even in
         // JSON, where a quote would otherwise end it.

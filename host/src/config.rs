@@ -14,6 +14,9 @@ use crate::outbound::OriginPattern;
 use crate::preopens::{Preopen, parse_dir};
 use crate::units::parse_duration;
 
+/// The most `--log-queue-lines`: the queue's slots are allocated at start.
+const MAX_LOG_QUEUE_LINES: i64 = 1 << 20;
+
 /// Serve a `wasi:http/proxy` WebAssembly component over HTTP.
 ///
 /// Every request runs in a fresh instance of the component, which is granted
@@ -77,13 +80,14 @@ pub struct Config {
     /// `wasi_serve_log_lines_dropped_total`. The queue's slots are
     /// allocated at start, 32 bytes each: 16,384 lines hold a third of a
     /// second of a busy server's access log (46,000 requests/s measured) in
-    /// 512 KiB; 65,536 cost 1.5 MiB more of resident memory.
+    /// 512 KiB; 65,536 cost 1.5 MiB more of resident memory. At most
+    /// 1,048,576 (32 MiB of slots).
     #[arg(
         long,
         env = "WASI_SERVE_LOG_QUEUE_LINES",
         value_name = "LINES",
         default_value_t = 16384,
-        value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |lines| lines as usize)
+        value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..=MAX_LOG_QUEUE_LINES), |lines| lines as usize)
     )]
     pub log_queue_lines: usize,
 

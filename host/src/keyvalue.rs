@@ -45,7 +45,8 @@ pub struct KeyValueArgs {
     #[arg(
         long = "keyvalue",
         env = "WASI_SERVE_KEYVALUE",
-        value_name = "PATH|URL"
+        value_name = "PATH|URL",
+        value_parser = parse_store,
     )]
     pub store: Option<String>,
 
@@ -106,6 +107,15 @@ const MAX_BUCKET_NAME: usize = 64;
 
 /// Keys per `list-keys` page.
 const PAGE: usize = 1000;
+
+/// `--keyvalue`: not empty, which SQLite would take for a temporary
+/// database, gone at exit.
+fn parse_store(text: &str) -> std::result::Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("empty: name a SQLite database file or a redis:// URL".into());
+    }
+    Ok(text.into())
+}
 
 impl Store {
     /// Opens the store `args` names, if any; fails with one line naming it.

@@ -80,7 +80,7 @@ fn run(config: Config, addr_given: bool, inherited: Inherited) -> Result<()> {
     .enable_all()
     .build()
     .context("failed to start the async runtime")?;
-    tokio.block_on(async {
+    let result = tokio.block_on(async {
         let mut signals = Signals::new()?;
         let hangup = reload::Hangup::install()?;
         if !inherited.is_empty() {
@@ -89,7 +89,14 @@ fn run(config: Config, addr_given: bool, inherited: Inherited) -> Result<()> {
         let listeners = inherited
             .into_listeners(config.addr, addr_given, config.admin_addr)
             .await?;
-        let app = App::start(&config, listeners, Some(hangup)).await?;
+        // A signal while the component is read and compiled stops the start.
+        let app = tokio::select! {
+            app = App::start(&config, listeners, Some(hangup)) => app?,
+            signal = signals.recv() => {
+                tracing::info!("received {signal} while starting; exiting");
+                return Ok(());
+            }
+        };
         tracing::info!(workers = cpus, "async runtime started");
         // Not `println!`, which panics when stdout is a closed pipe (as
         // behind `| head -1`): the server runs on whether anyone reads this.
@@ -109,5 +116,10 @@ fn run(config: Config, addr_given: bool, inherited: Inherited) -> Result<()> {
             std::process::exit(1);
         });
         app.stop().await
-    })
+    });
+    // Not waited for: a reload still compiling, or a component still being
+    // read at start (from a slow disk, say). Dropping the runtime would
+    // wait for those, past `--shutdown-timeout`.
+    tokio.shutdown_background();
+    result
 }

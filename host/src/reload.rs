@@ -148,11 +148,13 @@ fn reload_config(proxy: &Proxy) {
 async fn reload(proxy: &Arc<Proxy>) {
     reload_config(proxy);
     let path: PathBuf = proxy.path().to_path_buf();
-    let bytes = match tokio::fs::read(&path).await {
+    let reading = path.clone();
+    let read = tokio::task::spawn_blocking(move || crate::runtime::read_component(&reading)).await;
+    let bytes = match read.map_err(anyhow::Error::from).and_then(|read| read) {
         Ok(bytes) => bytes,
         Err(err) => {
             proxy.metrics().reloaded("rejected");
-            tracing::warn!(path = %path.display(), "reload rejected: cannot read the file: {err}; still serving the old component");
+            tracing::warn!(path = %path.display(), "reload rejected: cannot read the file: {err:#}; still serving the old component");
             return;
         }
     };

@@ -195,7 +195,7 @@ impl Runtime {
     pub fn load(&self, path: &Path) -> Result<Guest> {
         let name = path.display();
         let bytes =
-            std::fs::read(path).with_context(|| format!("failed to read component `{name}`"))?;
+            read_component(path).with_context(|| format!("failed to read component `{name}`"))?;
         let progress = compile_progress(path, bytes.len());
         let built = self.build(&bytes);
         // Gone before the log line, which would otherwise sit under it.
@@ -299,6 +299,16 @@ pub fn content_hash(bytes: &[u8]) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// Reads the component file at `path`. It must be a regular file (after
+/// symlinks): a FIFO or a device would be read forever.
+pub fn read_component(path: &Path) -> Result<Vec<u8>> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        bail!("not a regular file");
+    }
+    Ok(std::fs::read(path)?)
 }
 
 /// Tells a component from other files before handing it to the compiler,

@@ -82,6 +82,11 @@ fn a_bad_flag_value_is_a_usage_error() {
         ["--max-memory", "1B"],
         ["--max-memory", "63KiB"],
         ["--log-queue-lines", "0"],
+        // Its slots are allocated at start: 128 GiB of them.
+        ["--log-queue-lines", "4294967295"],
+        ["--send-timeout", "0s"],
+        // SQLite would open a temporary database, gone at exit.
+        ["--keyvalue", ""],
     ] {
         let (code, stderr) = run_to_exit(&[bad[0], bad[1], "x.wasm"]);
         assert_eq!(code, Some(2), "{bad:?}: {stderr}");
@@ -144,7 +149,15 @@ fn a_bad_component_is_refused_with_one_clear_line() {
         )
         .unwrap(),
     );
-    let cases: [(&PathBuf, &str); 7] = [
+    // Read, these would never end: a FIFO nobody writes, and a device.
+    let fifo = dir.join("fifo.wasm");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.expect("mkfifo runs").success());
+    let device = PathBuf::from("/dev/zero");
+    let cases: [(&PathBuf, &str); 10] = [
+        (&fifo, "not a regular file"),
+        (&device, "not a regular file"),
+        (&dir, "not a regular file"),
         (&missing, "No such file"),
         (&text, "not a WebAssembly file"),
         (&truncated, "invalid component"),
@@ -320,5 +333,77 @@ async fn the_compile_cache_is_reused_and_touches_nothing_else() {
     assert_eq!(
         std::fs::read_to_string(dir.join("notes/keep.txt")).unwrap(),
         "mine too"
+    );
+}
+
+/// A component whose compiling takes seconds (about two here, with
+/// `--no-cache`): many functions for Cranelift. It serves nothing, which is
+/// found only once it is compiled.
+fn slow_to_compile_component() -> Vec<u8> {
+    let mut functions = String::new();
+    for n in 0..100_000 {
+        functions.push_str(&format!(
+            "(func (param i32) (result i32) local.get 0 i32.const {n} i32.add i32.const 3 \
+             i32.mul local.get 0 i32.xor i32.const 7 i32.rotl)\n"
+        ));
+    }
+    wat::parse_str(format!(
+        r#"(component
+             (core module $m {functions} (func (export "f")))
+             (core instance $i (instantiate $m))
+             (func $f (canon lift (core func $i "f")))
+             (export "hello" (func $f)))"#
+    ))
+    .unwrap()
+}
+
+/// A signal while the component is still compiling at start ends the
+/// start: the process exits 0 without ever listening, instead of finishing
+/// the compile and announcing an address first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_while_starting_ends_the_start() {
+    let path = crate::support::scratch("slow-start").join("slow.wasm");
+    std::fs::write(&path, slow_to_compile_component()).unwrap();
+    let child = tokio::process::Command::new(crate::support::SERVE_BIN)
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--no-cache",
+            path.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wasi-serve starts");
+    // Its signal handlers are in place once it has a socket: the signal
+    // driver's, then the listener, both before the component is read.
+    let fds = format!("/proc/{}/fd", child.id().expect("running"));
+    let deadline = std::time::Instant::now() + crate::support::STEP;
+    while !std::fs::read_dir(&fds).unwrap().any(|fd| {
+        std::fs::read_link(fd.unwrap().path())
+            .is_ok_and(|to| to.to_string_lossy().starts_with("socket:"))
+    }) {
+        assert!(std::time::Instant::now() < deadline, "no socket opened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sent = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::time::timeout(crate::support::STEP, child.wait_with_output())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    eprintln!("exited {:?} after the signal", sent.elapsed());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("listening on"), "{stdout}");
+    assert!(
+        stderr.contains("received SIGTERM while starting"),
+        "{stderr}"
     );
 }
