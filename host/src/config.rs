@@ -34,8 +34,8 @@ pub struct Config {
     pub addr: SocketAddr,
 
     /// Where compiled code is cached, so a restart does not compile again.
-    /// Defaults to `$XDG_CACHE_HOME/wasi-serve` (or `~/.cache/wasi-serve`).
-    /// Entries are keyed by wasmtime version and engine settings. Only the
+    /// Defaults to `$XDG_CACHE_HOME/wasi-serve` (or `~/.cache/wasi-serve`);
+    /// if that cannot be used, the server warns and runs uncached. Entries are keyed by wasmtime version and engine settings. Only the
     /// `compiled` subdirectory is written (and pruned); nothing else in DIR.
     #[arg(long, env = "WASI_SERVE_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -160,16 +160,21 @@ pub enum LogFormat {
 impl Config {
     /// The compile cache directory in effect, if any; a relative one is
     /// taken from the working directory (wasmtime's cache wants it absolute).
+    /// Without `--cache-dir`: `$XDG_CACHE_HOME/wasi-serve`, else
+    /// `$HOME/.cache/wasi-serve`, where an empty or relative value counts
+    /// as unset (as the XDG base directory rules say).
     pub fn cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;
         }
-        let dir = self.cache_dir.clone().or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
+        let absolute = |name| {
+            std::env::var_os(name)
                 .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"))
-                })?;
+                .filter(|dir| dir.is_absolute())
+        };
+        let dir = self.cache_dir.clone().or_else(|| {
+            let base = absolute("XDG_CACHE_HOME")
+                .or_else(|| absolute("HOME").map(|home| home.join(".cache")))?;
             Some(base.join("wasi-serve"))
         })?;
         Some(std::path::absolute(&dir).unwrap_or(dir))

@@ -30,7 +30,7 @@ use crate::limits::{Admission, Limits};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::response_head;
-use crate::runtime::{Guest, Runtime};
+use crate::runtime::{self, Guest, Runtime};
 use crate::state::{Grants, GuestState};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -104,7 +104,23 @@ impl Proxy {
     /// naming the file and the reason.
     pub fn load(config: &Config) -> anyhow::Result<Arc<Self>> {
         let limits = config.limits.clone();
-        let runtime = Runtime::new(&limits, config.cache_dir().as_deref())?;
+        let cache = match config.cache_dir() {
+            None => None,
+            Some(dir) => match runtime::open_cache(&dir) {
+                Ok(cache) => Some(cache),
+                // The default place may be unusable (a service user's home
+                // that does not exist): serving matters more than caching.
+                Err(err) if config.cache_dir.is_none() => {
+                    tracing::warn!(
+                        "compiled code is not cached: {err:#}; \
+                         --cache-dir names a writable directory, --no-cache silences this"
+                    );
+                    None
+                }
+                Err(err) => return Err(err.context("--cache-dir")),
+            },
+        };
+        let runtime = Runtime::new(&limits, cache)?;
         let guest = runtime.load(&config.component)?;
         for dir in &config.dirs {
             dir.check()?;

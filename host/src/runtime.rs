@@ -137,8 +137,7 @@ impl Guest {
 impl Runtime {
     /// The engines and linkers, sized by `limits`, caching compiled code in
     /// `cache_dir`; starts the epoch ticker.
-    pub fn new(limits: &Limits, cache_dir: Option<&Path>) -> Result<Self> {
-        let cache = cache_dir.map(open_cache).transpose()?;
+    pub fn new(limits: &Limits, cache: Option<Cache>) -> Result<Self> {
         let exact_scan = crate::pagemap::scan_finds_only_written_pages();
         tracing::debug!(
             exact_scan,
@@ -343,7 +342,8 @@ fn compile_progress(path: &Path, size: usize) -> ProgressBar {
 /// never loads. wasmtime's cleanup deletes files it does not recognise in
 /// its directory, so it gets a subdirectory of its own: whatever else is in
 /// `dir` (say `--cache-dir .`) is never touched.
-fn open_cache(dir: &Path) -> Result<Cache> {
+/// The compile cache kept in `dir` (in its `compiled` subdirectory).
+pub fn open_cache(dir: &Path) -> Result<Cache> {
     let dir = dir.join(CACHE_SUBDIR);
     let mut config = CacheConfig::new();
     config.with_directory(&dir);

@@ -407,3 +407,31 @@ async fn a_signal_while_starting_ends_the_start() {
         "{stderr}"
     );
 }
+
+/// Without `--cache-dir`, a default cache place that cannot be used (here
+/// `HOME` is a file) is warned about, and the server serves uncached; a
+/// `--cache-dir` that cannot be used is an error naming the flag.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_default_cache_is_skipped_and_a_given_one_refused() {
+    let dir = crate::support::scratch("cache-home");
+    let home = dir.join("not-a-directory");
+    std::fs::write(&home, b"").unwrap();
+    let component = greeter();
+    let mut serve = ServeProcess::start_at_home(&home, &[component.to_str().unwrap()]).await;
+    let warning = serve
+        .wait_for_log(&["compiled code is not cached", "--cache-dir"])
+        .await;
+    assert!(warning.contains("WARN"), "{warning}");
+    assert_eq!(get(serve.addr, "/World").await.body, "Hello, World!");
+    assert!(!home.join(".cache").exists());
+
+    let given = home.join("cache");
+    let (code, stderr) = run_to_exit(&[
+        "--cache-dir",
+        given.to_str().unwrap(),
+        component.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--cache-dir"), "{stderr}");
+    assert!(stderr.contains("failed to use compile cache"), "{stderr}");
+}

@@ -339,6 +339,14 @@ impl ServeProcess {
         Self::spawn(Command::new(SERVE_BIN), args, false).await
     }
 
+    /// Starts the binary with its default compile cache, found from `home`
+    /// (as `HOME`; `XDG_CACHE_HOME` unset).
+    pub async fn start_at_home(home: &std::path::Path, args: &[&str]) -> Self {
+        let mut command = Command::new(SERVE_BIN);
+        command.env("HOME", home).env_remove("XDG_CACHE_HOME");
+        Self::spawn(command, args, true).await
+    }
+
     /// Starts the binary allowed onto one CPU only (`taskset`, which runs it
     /// in place), where it picks tokio's single-threaded scheduler.
     pub async fn start_on_one_cpu(args: &[&str]) -> Self {
@@ -348,10 +356,17 @@ impl ServeProcess {
     }
 
     async fn spawn(mut command: Command, args: &[&str], read_stderr: bool) -> Self {
+        // A test that sets `HOME` tests the default cache.
+        let home_set = command.as_std().get_envs().any(|(name, _)| name == "HOME");
+        let cache = if home_set {
+            Vec::new()
+        } else {
+            own_cache(args)
+        };
         let mut child = command
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
-            .args(own_cache(args))
+            .args(cache)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
