@@ -18,6 +18,10 @@ use crate::runtime::content_hash;
 /// tools write in several steps, or write a new file and rename it over.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
 
+/// How often a watched file is looked at besides, for the changes a
+/// directory watch cannot see.
+pub const LOOK_AGAIN: Duration = Duration::from_secs(1);
+
 /// The SIGHUP handler, installed early: SIGHUP's default action ends the
 /// process, so it is caught from start-up on, before the first compile.
 pub struct Hangup {
@@ -61,8 +65,10 @@ pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Option<Hangup>) -> Result<R
     let mut watchers = Vec::new();
     if watch {
         watchers.push(watch_file(proxy.path(), wake.clone())?);
+        tokio::spawn(look_again(proxy.path().to_path_buf(), wake.clone()));
         if let Some(file) = proxy.grants().config.file() {
             watchers.push(watch_file(file, wake.clone())?);
+            tokio::spawn(look_again(file.to_path_buf(), wake.clone()));
         }
     }
     #[cfg(unix)]
@@ -127,6 +133,29 @@ fn watch_file(path: &Path, wake: Arc<Notify>) -> Result<notify::RecommendedWatch
         .with_context(|| format!("failed to watch `{}`", dir.display()))?;
     tracing::info!(path = %path.display(), "watching the component for changes");
     Ok(watcher)
+}
+
+/// Looks at `path` every [`LOOK_AGAIN`] and wakes `wake` when the file it
+/// leads to is another, or was written: what the directory watch misses.
+/// That watch ends, unnoticed, when the directory itself is replaced (a
+/// deploy that recreates it), and it watches where a symlinked directory
+/// led at start, so `dir/current/app.wasm` with `current` switched to
+/// another release looks unchanged to it.
+async fn look_again(path: PathBuf, wake: Arc<Notify>) {
+    let identity = async |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let file = tokio::fs::metadata(path).await.ok()?;
+        Some((file.dev(), file.ino(), file.len(), file.modified().ok()))
+    };
+    let mut seen = identity(&path).await;
+    loop {
+        tokio::time::sleep(LOOK_AGAIN).await;
+        let now = identity(&path).await;
+        if now != seen {
+            seen = now;
+            wake.notify_one();
+        }
+    }
 }
 
 /// Reads `--config-file` again, if any; a file that does not parse leaves

@@ -301,3 +301,50 @@ async fn watch_follows_a_configmap_symlink_swap() {
     tokio::time::sleep(wasi_serve::reload::DEBOUNCE * 2).await;
     assert_eq!(get(server.addr, "/World").await.body, TEST_GUEST);
 }
+
+/// `--watch` still sees the file after its directory is replaced (a deploy
+/// that recreates it, which ends a watch on the old directory), and through
+/// a `current -> releases/v2` directory symlink switched to another release.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_survives_a_replaced_directory_and_a_switched_release() {
+    use std::os::unix::fs::symlink;
+    let wait_for = async |server: &TestServer, body: &str, what: &str| {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while get(server.addr, "/World").await.body != body {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} was never taken"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let root = scratch("replaced");
+
+    let dir = root.join("app");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(greeter(), dir.join("app.wasm")).unwrap();
+    let server = TestServer::with_flags(&dir.join("app.wasm"), &["--watch"]).await;
+    assert_eq!(get(server.addr, "/World").await.body, GREETER);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(test_guest(), dir.join("app.wasm")).unwrap();
+    wait_for(&server, TEST_GUEST, "the new directory's file").await;
+    // And the watch goes on from there.
+    std::fs::copy(greeter(), dir.join("next.wasm")).unwrap();
+    std::fs::rename(dir.join("next.wasm"), dir.join("app.wasm")).unwrap();
+    wait_for(&server, GREETER, "a change in the new directory").await;
+    server.stop().await;
+
+    let releases = root.join("releases");
+    for (release, source) in [("v1", greeter()), ("v2", test_guest())] {
+        std::fs::create_dir_all(releases.join(release)).unwrap();
+        std::fs::copy(source, releases.join(release).join("app.wasm")).unwrap();
+    }
+    symlink(releases.join("v1"), root.join("current")).unwrap();
+    let server = TestServer::with_flags(&root.join("current/app.wasm"), &["--watch"]).await;
+    assert_eq!(get(server.addr, "/World").await.body, GREETER);
+    symlink(releases.join("v2"), root.join("current.new")).unwrap();
+    std::fs::rename(root.join("current.new"), root.join("current")).unwrap();
+    wait_for(&server, TEST_GUEST, "the switched release").await;
+    server.stop().await;
+}
