@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+// For the environment variables of switches: `1`, `yes`, `on`, `0`, `no`,
+// `off` as well as `true` and `false`.
+use clap::builder::BoolishValueParser;
 
 use crate::guest_config::ConfigArgs;
 use crate::keyvalue::KeyValueArgs;
@@ -41,7 +44,9 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
 
     /// Compile the component from scratch on every start.
-    #[arg(long, env = "WASI_SERVE_NO_CACHE", conflicts_with = "cache_dir")]
+    // Not clap's `conflicts_with`, which takes `WASI_SERVE_NO_CACHE=0` as
+    // the flag given: see `Config::check`.
+    #[arg(long, env = "WASI_SERVE_NO_CACHE", value_parser = BoolishValueParser::new())]
     pub no_cache: bool,
 
     /// Serve HTTPS with this certificate chain (PEM file); needs
@@ -93,7 +98,7 @@ pub struct Config {
 
     /// Reload the component when its file changes (SIGHUP reloads it too,
     /// with or without this flag). Requests in flight finish on the old one.
-    #[arg(long, env = "WASI_SERVE_WATCH")]
+    #[arg(long, env = "WASI_SERVE_WATCH", value_parser = BoolishValueParser::new())]
     pub watch: bool,
 
     /// Let guests make outgoing HTTP requests to these origins:
@@ -158,6 +163,17 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// What clap cannot check itself; a usage error (exit 2) otherwise.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        if self.no_cache && self.cache_dir.is_some() {
+            return Err(<Self as clap::CommandFactory>::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--no-cache and --cache-dir cannot be used together",
+            ));
+        }
+        Ok(())
+    }
+
     /// The compile cache directory in effect, if any; a relative one is
     /// taken from the working directory (wasmtime's cache wants it absolute).
     /// Without `--cache-dir`: `$XDG_CACHE_HOME/wasi-serve`, else

@@ -67,6 +67,7 @@ pub struct KeyValueArgs {
         long = "keyvalue-max-key-size",
         env = "WASI_SERVE_KEYVALUE_MAX_KEY_SIZE",
         default_value = "1KiB",
+        requires = "store",
         value_parser = parse_size,
     )]
     pub max_key_size: u64,
@@ -77,6 +78,7 @@ pub struct KeyValueArgs {
         long = "keyvalue-max-value-size",
         env = "WASI_SERVE_KEYVALUE_MAX_VALUE_SIZE",
         default_value = "1MiB",
+        requires = "store",
         value_parser = parse_size,
     )]
     pub max_value_size: u64,

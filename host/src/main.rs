@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     no_error_backtraces();
     let matches = Config::command().get_matches();
     let config = Config::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    config.check().unwrap_or_else(|err| err.exit());
     // `--addr` set on the command line or in the environment, not defaulted.
     let addr_given = matches!(
         matches.value_source("addr"),

@@ -87,6 +87,9 @@ fn a_bad_flag_value_is_a_usage_error() {
         ["--send-timeout", "0s"],
         // SQLite would open a temporary database, gone at exit.
         ["--keyvalue", ""],
+        // Only with a store.
+        ["--keyvalue-max-key-size", "2KiB"],
+        ["--keyvalue-max-value-size", "2MiB"],
     ] {
         let (code, stderr) = run_to_exit(&[bad[0], bad[1], "x.wasm"]);
         assert_eq!(code, Some(2), "{bad:?}: {stderr}");
@@ -434,4 +437,48 @@ async fn an_unusable_default_cache_is_skipped_and_a_given_one_refused() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("--cache-dir"), "{stderr}");
     assert!(stderr.contains("failed to use compile cache"), "{stderr}");
+}
+
+/// A switch's environment variable takes `1`/`0`, `yes`/`no`, `on`/`off` and
+/// `true`/`false`; one that says no does not count as the switch given
+/// (`WASI_SERVE_NO_CACHE=0` beside `--cache-dir` is no conflict).
+#[test]
+fn switches_take_the_usual_words_from_the_environment() {
+    let dir = crate::support::scratch("switch-env");
+    let cache = dir.to_str().unwrap();
+    let component = greeter();
+    let run = |value: &str| {
+        let mut child = std::process::Command::new(crate::support::SERVE_BIN)
+            .args(["--addr", "127.0.0.1:0", "--cache-dir", cache])
+            .arg(&component)
+            .env("WASI_SERVE_NO_CACHE", value)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("wasi-serve runs");
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        (line, String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    for yes in ["1", "yes", "on", "true"] {
+        let (listening, stderr) = run(yes);
+        assert_eq!(listening, "", "WASI_SERVE_NO_CACHE={yes}: {stderr}");
+        assert!(
+            stderr.contains("cannot be used together"),
+            "{yes}: {stderr}"
+        );
+    }
+    for no in ["0", "no", "off", "false"] {
+        let (listening, stderr) = run(no);
+        assert!(
+            listening.starts_with("listening on"),
+            "WASI_SERVE_NO_CACHE={no}: {stderr}"
+        );
+    }
+    let (listening, stderr) = run("maybe");
+    assert_eq!(listening, "");
+    assert!(stderr.contains("--no-cache"), "{stderr}");
 }
