@@ -111,6 +111,11 @@ impl Inherited {
                 local_addr(&socket)
             ),
             (Some(socket), None) => Some(TcpListener::from_std(socket)?),
+            (None, Some(admin)) if admin.port() != 0 && http.local_addr().ok() == Some(admin) => {
+                bail!(
+                    "`--admin-addr {admin}` is the address requests are served on; give it another port"
+                )
+            }
             (None, Some(addr)) => Some(
                 bind(addr)
                     .with_context(|| format!("failed to listen on `{addr}` (--admin-addr)"))?,

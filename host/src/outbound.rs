@@ -81,7 +81,8 @@ impl FromStr for OriginPattern {
             Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => {
                 HostPattern::Subdomains(format!(".{suffix}"))
             }
-            _ if host.is_empty() || host.contains('*') => {
+            _ if host.is_empty() => return Err(bad("no host")),
+            _ if host.contains('*') => {
                 return Err(bad("`*` is only allowed as a leading `*.`"));
             }
             _ => HostPattern::Exact(host),
@@ -204,6 +205,15 @@ mod tests {
             "https://user@example.com",
         ] {
             assert!(bad.parse::<OriginPattern>().is_err(), "{bad}");
+        }
+        // Each refusal says what is wrong with it.
+        for (bad, why) in [
+            ("https://", "no host"),
+            ("https://:8080", "no host"),
+            ("https://a.*.com", "leading `*.`"),
+        ] {
+            let err = bad.parse::<OriginPattern>().unwrap_err();
+            assert!(err.ends_with(why), "{bad}: {err}");
         }
         assert_eq!(
             "HTTPS://Example.com/"

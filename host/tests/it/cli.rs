@@ -482,3 +482,26 @@ fn switches_take_the_usual_words_from_the_environment() {
     assert_eq!(listening, "");
     assert!(stderr.contains("--no-cache"), "{stderr}");
 }
+
+/// `--admin-addr` the same as `--addr` is refused with a line saying so, not
+/// a bare "address in use".
+#[test]
+fn the_admin_address_must_differ_from_the_served_one() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let output = std::process::Command::new(crate::support::SERVE_BIN)
+        .args(["--addr", &addr, "--admin-addr", &addr, "--no-cache"])
+        .arg(greeter())
+        .output()
+        .expect("wasi-serve runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is the address requests are served on"),
+        "{stderr}"
+    );
+}
