@@ -13,6 +13,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::task::AbortHandle;
 use wasmtime_wasi_http::WasiBody;
 
+use crate::guest_output::RequestTag;
+use crate::metrics::Metrics;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the request path, the guest's run and the response body tell each
@@ -101,6 +104,10 @@ const MAX_EMPTY_FRAMES_PER_POLL: usize = 64;
 ///   that needs no flow-control window, so hyper queues them without limit
 ///   while a client is not reading: a guest writing nothing in a loop grew
 ///   the host by gigabytes (GHSA-f8mm-ggr3-89wh; docs/security.md).
+/// - A body that does not reach its end (the guest failed, or the client
+///   went away or took nothing for `--send-timeout`) is logged, with what
+///   was sent, and counted: the access line, written with the head, says
+///   only how the response began.
 pub struct GuestBody {
     inner: WasiBody,
     flags: Arc<Flags>,
@@ -108,26 +115,53 @@ pub struct GuestBody {
     /// is dropped before its end (its client went away, or took nothing for
     /// `--send-timeout`), as nobody will read what it writes.
     writer: Option<AbortHandle>,
+    /// Bytes handed to hyper.
+    sent: u64,
+    /// The length the head declares: HTTP/1 stops asking once it is sent.
+    declared: Option<u64>,
+    /// Whether the body reached its end.
+    whole: bool,
+    request: RequestTag,
+    metrics: Arc<Metrics>,
 }
 
 impl GuestBody {
-    /// `inner`, watched through `flags`, written by the task `writer`.
-    pub fn new(inner: WasiBody, flags: Arc<Flags>, writer: Option<AbortHandle>) -> Self {
+    /// `inner`, the answer to `request` of length `declared` (if its head
+    /// says), watched through `flags`, written by the task `writer`.
+    pub fn new(
+        inner: WasiBody,
+        declared: Option<u64>,
+        flags: Arc<Flags>,
+        writer: Option<AbortHandle>,
+        request: RequestTag,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             inner,
             flags,
             writer,
+            sent: 0,
+            declared,
+            whole: false,
+            request,
+            metrics,
         }
     }
 
-    /// `polled` is the end of the body, or its last frame.
-    fn ends(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>>) {
-        let end = match polled {
-            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
-            Poll::Ready(_) => true,
-            Poll::Pending => false,
+    /// Notes what `polled` sent, and whether it ends the body.
+    fn sends(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>>) {
+        let whole = match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+                self.inner.is_end_stream() || self.declared == Some(self.sent)
+            }
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Err(_))) | Poll::Pending => false,
         };
-        if end {
+        if whole {
+            self.whole = true;
             self.writer = None;
         }
     }
@@ -137,6 +171,18 @@ impl Drop for GuestBody {
     fn drop(&mut self) {
         if let Some(writer) = self.writer.take() {
             writer.abort();
+        }
+        // hyper does not poll a body that says it has ended (an empty one).
+        let ended = self.inner.is_end_stream() && !self.flags.guest_failed.load(Ordering::Relaxed);
+        if !self.whole && !ended {
+            self.metrics.response_cut();
+            tracing::info!(
+                method = %self.request.method,
+                path = self.request.uri.path(),
+                sent = self.sent,
+                "response cut off after {} bytes of its body",
+                self.sent
+            );
         }
     }
 }
@@ -154,13 +200,12 @@ impl Body for GuestBody {
                 Poll::Ready(Some(Ok(frame)))
                     if frame.data_ref().is_some_and(|data| data.is_empty()) => {}
                 Poll::Ready(None) if self.flags.guest_failed.load(Ordering::Relaxed) => {
-                    self.writer = None;
                     return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
                         "the guest failed while sending the body".into(),
                     )))));
                 }
                 other => {
-                    self.ends(&other);
+                    self.sends(&other);
                     return other;
                 }
             }

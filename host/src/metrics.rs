@@ -67,6 +67,7 @@ pub struct Metrics {
     guest_traps: Counter,
     timeouts: Counter,
     rejected: Counter,
+    responses_cut: Counter,
     reloads: Family<ReloadLabels, Counter>,
     component: Family<ComponentLabels, Gauge>,
 }
@@ -129,6 +130,13 @@ impl Metrics {
             "Requests turned away with 503 (no instance slot)",
             rejected.clone(),
         );
+        let responses_cut = Counter::default();
+        registry.register(
+            "responses_cut",
+            "Responses cut off after their head was sent: the guest failed or timed out, \
+             or the client went away or took nothing for --send-timeout",
+            responses_cut.clone(),
+        );
         registry.register(
             "log_lines_dropped",
             "Log lines not written: the log queue was full (--log-queue-lines), or stderr refused them",
@@ -157,6 +165,7 @@ impl Metrics {
             guest_traps,
             timeouts,
             rejected,
+            responses_cut,
             reloads,
             component,
         }
@@ -187,6 +196,11 @@ impl Metrics {
     /// A request got 503.
     pub fn rejected(&self) {
         self.rejected.inc();
+    }
+
+    /// A response was cut off after its head.
+    pub fn response_cut(&self) {
+        self.responses_cut.inc();
     }
 
     /// A reload ended with `outcome` (`ok` or `rejected`).

@@ -251,6 +251,7 @@ impl Proxy {
         };
         let guest = self.current();
         let mut store = self.new_store(&guest, tag.clone());
+        let answering = tag.clone();
         let flags = Arc::new(Flags::default());
         let request = body::limit_request(request, max_body, &flags);
         let (answer, answered) = oneshot::channel();
@@ -355,8 +356,15 @@ impl Proxy {
             Ok(Ok(mut response)) => match response_head::check(&method, &mut response) {
                 Ok(response_head::Body::Send) => {
                     let writer = ran.writer();
-                    Ok(response
-                        .map(|body| GuestBody::new(body, flags.clone(), writer).boxed_unsync()))
+                    let metrics = self.metrics.clone();
+                    let declared = response
+                        .headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|length| length.to_str().ok()?.parse().ok());
+                    Ok(response.map(|body| {
+                        GuestBody::new(body, declared, flags.clone(), writer, answering, metrics)
+                            .boxed_unsync()
+                    }))
                 }
                 // Whatever the guest writes (it may declare a length it
                 // never writes) is not sent.

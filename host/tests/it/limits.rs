@@ -693,3 +693,47 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout() {
         assert_eq!(get(serve.addr, "/after").await.status, StatusCode::OK);
     }
 }
+
+/// A response cut off after its head (here the guest traps halfway through
+/// the body) is logged with the bytes sent and counted in
+/// `wasi_serve_responses_cut_total`; whole responses, over both protocols,
+/// with or without a declared length, empty or not, are not.
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_cut_off_after_their_head_are_logged_and_counted() {
+    for guest in test_guests() {
+        let mut serve =
+            ServeProcess::start(&["--admin-addr", "127.0.0.1:0", guest.to_str().unwrap()]).await;
+        let admin = serve.admin.expect("an admin listener");
+        let cut = async || {
+            sample(
+                &get(admin, "/metrics").await.body,
+                "wasi_serve_responses_cut_total",
+            )
+        };
+
+        for path in ["/World", "/stream/100000", "/status/204"] {
+            assert!(get(serve.addr, path).await.status.is_success(), "{path}");
+        }
+        let head = crate::support::send(serve.addr, Method::HEAD, "/World").await;
+        assert_eq!(head.status, StatusCode::OK);
+        let (mut h2, _connection) = http2_connection(serve.addr).await;
+        let request = crate::support::build(Method::GET, serve.addr, "/stream/1000");
+        let reply = crate::support::read(h2.send_request(request).await.unwrap()).await;
+        assert_eq!(reply.body.len(), 1000);
+        assert_eq!(cut().await, 0.0, "{}", guest.display());
+        assert!(serve.logged("cut off").is_empty());
+
+        let mut stream = TcpStream::connect(serve.addr).await.unwrap();
+        stream
+            .write_all(b"GET /trap-after-headers HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut raw)).await;
+        let line = serve
+            .wait_for_log(&["response cut off", "path=\"/trap-after-headers\""])
+            .await;
+        assert!(line.contains("sent="), "{line}");
+        assert_eq!(cut().await, 1.0, "{}", guest.display());
+    }
+}
