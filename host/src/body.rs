@@ -104,16 +104,20 @@ const MAX_EMPTY_FRAMES_PER_POLL: usize = 64;
 ///   that needs no flow-control window, so hyper queues them without limit
 ///   while a client is not reading: a guest writing nothing in a loop grew
 ///   the host by gigabytes (GHSA-f8mm-ggr3-89wh; docs/security.md).
+/// - Data is handed to hyper at most [`PIECE`] bytes at a time, so that
+///   `--send-timeout` sees a slow client's progress: hyper asks for the
+///   next part only once the one before has mostly gone out, and a guest
+///   may write a MiB in one go.
 /// - A body that does not reach its end (the guest failed, or the client
 ///   went away or took nothing for `--send-timeout`) is logged, with what
 ///   was sent, and counted: the access line, written with the head, says
-///   only how the response began.
+///   only how the response began. Its guest, if still writing, is stopped.
 pub struct GuestBody {
     inner: WasiBody,
     flags: Arc<Flags>,
-    /// The guest's task while it still writes the body: stopped if the body
-    /// is dropped before its end (its client went away, or took nothing for
-    /// `--send-timeout`), as nobody will read what it writes.
+    /// The rest of a frame handed out in pieces.
+    rest: Bytes,
+    /// The guest's task while it may still write the body.
     writer: Option<AbortHandle>,
     /// Bytes handed to hyper.
     sent: u64,
@@ -124,6 +128,9 @@ pub struct GuestBody {
     request: RequestTag,
     metrics: Arc<Metrics>,
 }
+
+/// The most data [`GuestBody`] hands to hyper at once: one HTTP/2 frame.
+const PIECE: usize = 16 * 1024;
 
 impl GuestBody {
     /// `inner`, the answer to `request` of length `declared` (if its head
@@ -139,6 +146,7 @@ impl GuestBody {
         Self {
             inner,
             flags,
+            rest: Bytes::new(),
             writer,
             sent: 0,
             declared,
@@ -148,42 +156,46 @@ impl GuestBody {
         }
     }
 
-    /// Notes what `polled` sent, and whether it ends the body.
-    fn sends(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>>) {
-        let whole = match polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.sent += data.len() as u64;
-                }
-                self.inner.is_end_stream() || self.declared == Some(self.sent)
-            }
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Err(_))) | Poll::Pending => false,
-        };
-        if whole {
-            self.whole = true;
-            self.writer = None;
+    /// The next piece of `data`, keeping what is left for the next poll.
+    fn piece(&mut self, mut data: Bytes) -> Frame<Bytes> {
+        if data.len() > PIECE {
+            self.rest = data.split_off(PIECE);
         }
+        self.sent += data.len() as u64;
+        if self.rest.is_empty() && self.declared == Some(self.sent) {
+            self.whole = true;
+        }
+        Frame::data(data)
+    }
+
+    /// Whether the body was sent whole, or needed nothing more sent: hyper
+    /// drops without asking a body that says it has ended (an empty one),
+    /// and an HTTP/1 one once its declared length is sent.
+    fn complete(&self) -> bool {
+        self.whole
+            || self.rest.is_empty()
+                && (self.declared == Some(self.sent)
+                    || self.inner.is_end_stream()
+                        && !self.flags.guest_failed.load(Ordering::Relaxed))
     }
 }
 
 impl Drop for GuestBody {
     fn drop(&mut self) {
+        if self.complete() {
+            return;
+        }
         if let Some(writer) = self.writer.take() {
             writer.abort();
         }
-        // hyper does not poll a body that says it has ended (an empty one).
-        let ended = self.inner.is_end_stream() && !self.flags.guest_failed.load(Ordering::Relaxed);
-        if !self.whole && !ended {
-            self.metrics.response_cut();
-            tracing::info!(
-                method = %self.request.method,
-                path = self.request.uri.path(),
-                sent = self.sent,
-                "response cut off after {} bytes of its body",
-                self.sent
-            );
-        }
+        self.metrics.response_cut();
+        tracing::info!(
+            method = %self.request.method,
+            path = self.request.uri.path(),
+            sent = self.sent,
+            "response cut off after {} bytes of its body",
+            self.sent
+        );
     }
 }
 
@@ -195,19 +207,32 @@ impl Body for GuestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if !self.rest.is_empty() {
+            let rest = std::mem::take(&mut self.rest);
+            return Poll::Ready(Some(Ok(self.piece(rest))));
+        }
         for _ in 0..MAX_EMPTY_FRAMES_PER_POLL {
             match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame)))
-                    if frame.data_ref().is_some_and(|data| data.is_empty()) => {}
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => return Poll::Ready(Some(Ok(self.piece(data)))),
+                    Err(trailers) => {
+                        // Trailers end a body.
+                        self.whole = true;
+                        return Poll::Ready(Some(Ok(trailers)));
+                    }
+                },
                 Poll::Ready(None) if self.flags.guest_failed.load(Ordering::Relaxed) => {
                     return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
                         "the guest failed while sending the body".into(),
                     )))));
                 }
-                other => {
-                    self.sends(&other);
-                    return other;
+                Poll::Ready(None) => {
+                    self.whole = true;
+                    return Poll::Ready(None);
                 }
+                failed @ Poll::Ready(Some(Err(_))) => return failed,
+                Poll::Pending => return Poll::Pending,
             }
         }
         // A guest writing nothing as fast as it can: let others run.
@@ -216,10 +241,17 @@ impl Body for GuestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut hint = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        // The upper bound first: a lower one above it panics.
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint.set_lower(hint.lower() + rest);
+        hint
     }
 }

@@ -28,6 +28,8 @@ pub struct Idle {
     open: AtomicUsize,
     /// When a request last ended, in milliseconds after `base`.
     last_done: AtomicU64,
+    /// Bytes written to the connection's socket.
+    written: AtomicU64,
 }
 
 impl Idle {
@@ -37,7 +39,27 @@ impl Idle {
             base: Instant::now(),
             open: AtomicUsize::new(0),
             last_done: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         })
+    }
+
+    /// `bytes` more were written to the socket.
+    pub fn wrote(&self, bytes: usize) {
+        self.written.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has been written to the socket, and no request
+    /// has been open, for `timeout`: after a graceful close, what is left is
+    /// bytes the client does not take.
+    pub async fn stalled(&self, timeout: Duration) {
+        loop {
+            let before = self.written.load(Ordering::Relaxed);
+            tokio::time::sleep(timeout).await;
+            self.elapsed(timeout).await;
+            if self.written.load(Ordering::Relaxed) == before {
+                return;
+            }
+        }
     }
 
     /// A request begins; it is open until the guard is dropped.

@@ -19,6 +19,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -27,17 +28,21 @@ use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::idle::Idle;
+
 /// How long, at most, a connection or stream keeps reading after its answer.
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
 
 /// How many bytes, at most, it reads and throws away meanwhile.
 pub const LINGER_BYTES: u64 = 16 << 20;
 
-/// A connection's socket, lingering on shutdown (see the module doc).
+/// A connection's socket, lingering on shutdown (see the module doc), and
+/// counting what it writes into its connection's [`Idle`].
 pub struct Lingering<S> {
     inner: S,
     /// Set once the write side is shut down.
     linger: Option<Linger>,
+    idle: Arc<Idle>,
 }
 
 struct Linger {
@@ -46,10 +51,11 @@ struct Linger {
 }
 
 impl<S> Lingering<S> {
-    pub fn new(inner: S) -> Self {
+    pub fn new(inner: S, idle: Arc<Idle>) -> Self {
         Self {
             inner,
             linger: None,
+            idle,
         }
     }
 
@@ -75,7 +81,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.idle.wrote(written);
+        Poll::Ready(Ok(written))
     }
 
     fn poll_write_vectored(
@@ -83,7 +92,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        this.idle.wrote(written);
+        Poll::Ready(Ok(written))
     }
 
     fn is_write_vectored(&self) -> bool {

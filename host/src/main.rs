@@ -118,9 +118,11 @@ fn run(config: Config, addr_given: bool, inherited: Inherited) -> Result<()> {
         });
         app.stop().await
     });
-    // Not waited for: a reload still compiling, or a component still being
-    // read at start (from a slow disk, say). Dropping the runtime would
-    // wait for those, past `--shutdown-timeout`.
-    tokio.shutdown_background();
+    // A reload still compiling, or a component still being read at start
+    // (from a slow disk, say), is not waited for: dropping the runtime would
+    // wait for it, past `--shutdown-timeout`. The worker threads are given a
+    // moment to drop the tasks left, whose log lines (a 499, a response cut
+    // off) are then flushed below.
+    tokio.shutdown_timeout(std::time::Duration::from_millis(250));
     result
 }

@@ -352,27 +352,9 @@ impl Proxy {
 
         // Should the client go away now (this future is dropped), `ran` goes
         // with it and stops the guest: nobody is left to answer.
-        let outcome = match answered.await {
+        let answer = match answered.await {
             Ok(Ok(mut response)) => match response_head::check(&method, &mut response) {
-                Ok(response_head::Body::Send) => {
-                    let writer = ran.writer();
-                    let metrics = self.metrics.clone();
-                    let declared = response
-                        .headers()
-                        .get(http::header::CONTENT_LENGTH)
-                        .and_then(|length| length.to_str().ok()?.parse().ok());
-                    Ok(response.map(|body| {
-                        GuestBody::new(body, declared, flags.clone(), writer, answering, metrics)
-                            .boxed_unsync()
-                    }))
-                }
-                // Whatever the guest writes (it may declare a length it
-                // never writes) is not sent.
-                Ok(response_head::Body::Drop) => Ok(response.map(|_| {
-                    http_body_util::Empty::new()
-                        .map_err(|never| match never {})
-                        .boxed_unsync()
-                })),
+                Ok(body) => Ok((response, body)),
                 Err(error) => Err(ProxyError::guest(error)),
             },
             Ok(Err(error)) => Err(ProxyError::guest(error)),
@@ -387,14 +369,35 @@ impl Proxy {
         };
         // The client has its answer: a guest still running goes on by
         // itself, to stream the body (bounded by the request timeout).
+        let writer = ran.writer();
         ran.detach();
         if flags.body_too_large() {
             return Err(ProxyError::BodyTooLarge);
         }
-        if flags.body_broke() && matches!(outcome, Err(ProxyError::Guest { .. })) {
+        // A failure the guest's run logged, on a body the client broke.
+        if flags.body_broke() && matches!(answer, Err(ProxyError::Guest { logged: true, .. })) {
             return Err(ProxyError::BodyBroke);
         }
-        outcome
+        let (response, body) = answer?;
+        Ok(match body {
+            response_head::Body::Send => {
+                let declared = response
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|length| length.to_str().ok()?.parse().ok());
+                let metrics = self.metrics.clone();
+                response.map(|body| {
+                    GuestBody::new(body, declared, flags, writer, answering, metrics).boxed_unsync()
+                })
+            }
+            // Whatever the guest writes (it may declare a length it never
+            // writes) is not sent.
+            response_head::Body::Drop => response.map(|_| {
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
+            }),
+        })
     }
 }
 

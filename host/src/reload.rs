@@ -64,11 +64,9 @@ pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Option<Hangup>) -> Result<R
     let wake = Arc::new(Notify::new());
     let mut watchers = Vec::new();
     if watch {
-        watchers.push(watch_file(proxy.path(), wake.clone())?);
-        tokio::spawn(look_again(proxy.path().to_path_buf(), wake.clone()));
+        watchers.push(watch_changes(proxy.path(), &wake)?);
         if let Some(file) = proxy.grants().config.file() {
-            watchers.push(watch_file(file, wake.clone())?);
-            tokio::spawn(look_again(file.to_path_buf(), wake.clone()));
+            watchers.push(watch_changes(file, &wake)?);
         }
     }
     #[cfg(unix)]
@@ -100,13 +98,37 @@ pub fn spawn(proxy: Arc<Proxy>, watch: bool, hangup: Option<Hangup>) -> Result<R
     Ok(reloader)
 }
 
+/// A file's state, told apart cheaply: device, inode, size, modification
+/// time; `None` if it cannot be read.
+type Identity = Option<(u64, u64, u64, Option<std::time::SystemTime>)>;
+
+fn identity(path: &Path) -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::metadata(path).ok()?;
+    Some((file.dev(), file.ino(), file.len(), file.modified().ok()))
+}
+
+/// Wakes `wake` when `path` changes, seen by [`watch_file`] or by
+/// [`look_again`]; both note the state they woke for in one place, so a
+/// change one of them saw does not wake the other too.
+fn watch_changes(path: &Path, wake: &Arc<Notify>) -> Result<notify::RecommendedWatcher> {
+    let seen = Arc::new(std::sync::Mutex::new(identity(path)));
+    let watcher = watch_file(path, wake.clone(), seen.clone())?;
+    tokio::spawn(look_again(path.to_path_buf(), wake.clone(), seen));
+    Ok(watcher)
+}
+
 /// Watches the directory holding `path` (so replacement by rename is seen)
 /// and wakes `wake` on any change to `path`, or to where it leads: when
 /// `path` is a symlink, as in a Kubernetes ConfigMap volume (whose files are
 /// replaced by swapping a `..data` symlink beside them) or a
 /// `current -> releases/v2` layout, a swap elsewhere in the directory
 /// changes the file `path` resolves to, and that counts too.
-fn watch_file(path: &Path, wake: Arc<Notify>) -> Result<notify::RecommendedWatcher> {
+fn watch_file(
+    path: &Path,
+    wake: Arc<Notify>,
+    seen: Arc<std::sync::Mutex<Identity>>,
+) -> Result<notify::RecommendedWatcher> {
     let path = std::path::absolute(path)
         .with_context(|| format!("failed to watch `{}`", path.display()))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -121,6 +143,7 @@ fn watch_file(path: &Path, wake: Arc<Notify>) -> Result<notify::RecommendedWatch
                     std::mem::replace(&mut *resolved, now.clone()) != now
                 };
                 if moved || event.paths.iter().any(|changed| changed == &target) {
+                    *seen.lock().unwrap_or_else(|e| e.into_inner()) = identity(&target);
                     wake.notify_one();
                 }
             }
@@ -141,18 +164,16 @@ fn watch_file(path: &Path, wake: Arc<Notify>) -> Result<notify::RecommendedWatch
 /// deploy that recreates it), and it watches where a symlinked directory
 /// led at start, so `dir/current/app.wasm` with `current` switched to
 /// another release looks unchanged to it.
-async fn look_again(path: PathBuf, wake: Arc<Notify>) {
-    let identity = async |path: &Path| {
-        use std::os::unix::fs::MetadataExt;
-        let file = tokio::fs::metadata(path).await.ok()?;
-        Some((file.dev(), file.ino(), file.len(), file.modified().ok()))
-    };
-    let mut seen = identity(&path).await;
+async fn look_again(path: PathBuf, wake: Arc<Notify>, seen: Arc<std::sync::Mutex<Identity>>) {
     loop {
         tokio::time::sleep(LOOK_AGAIN).await;
-        let now = identity(&path).await;
-        if now != seen {
-            seen = now;
+        let looking = path.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || identity(&looking)).await else {
+            return;
+        };
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if now != *seen {
+            *seen = now;
             wake.notify_one();
         }
     }

@@ -153,13 +153,13 @@ pub async fn run(
                     if timeout(header_timeout, await_protocol(&stream)).await != Ok(true) {
                         return;
                     }
-                    let io = TokioIo::new(Lingering::new(stream));
+                    let io = TokioIo::new(Lingering::new(stream, idle.clone()));
                     let connection = builder.serve_connection(io, service);
                     let served = until_drained(connection, &first, draining, &idle, header_timeout);
                     Watched::new(served, send_timeout).await
                 }
                 Some(tls) => {
-                    let accept = tls.accept(Lingering::new(stream));
+                    let accept = tls.accept(Lingering::new(stream, idle.clone()));
                     let Ok(Ok(stream)) = timeout(header_timeout, accept).await else {
                         return;
                     };
@@ -201,9 +201,9 @@ pub async fn run(
 /// Serves `connection` until it ends; once the drain starts, or once no
 /// request has been open on it for `idle_timeout` (see `idle`), asks it to
 /// close after the requests it is serving. Closed for idleness, it is cut
-/// off if it has still not closed once its requests have been done for
-/// another `idle_timeout`: what it still holds then is response bytes its
-/// client is not taking.
+/// off if it still has not closed after another `idle_timeout` in which no
+/// request was open and nothing was written: what it holds then is response
+/// bytes its client is not taking.
 ///
 /// A connection that has not begun its first request yet is left to begin
 /// it: its request may already be on the way (sent as soon as the client
@@ -238,12 +238,13 @@ async fn until_drained<C: GracefulConnection>(
     }
     tokio::select! {
         served = connection.as_mut() => served,
-        () = async {
-            // A request that raced the GOAWAY is served first.
-            tokio::time::sleep(idle_timeout).await;
-            idle.elapsed(idle_timeout).await;
-        } => {
-            tracing::debug!("an idle connection did not close; cut off");
+        // A request that raced the GOAWAY is served first, and bytes still
+        // going out are waited for.
+        () = idle.stalled(idle_timeout) => {
+            tracing::info!(
+                "the client of an idle connection took nothing for {idle_timeout:?}; \
+                 connection closed"
+            );
             Ok(())
         }
     }

@@ -711,7 +711,7 @@ async fn responses_cut_off_after_their_head_are_logged_and_counted() {
             )
         };
 
-        for path in ["/World", "/stream/100000", "/status/204"] {
+        for path in ["/World", "/stream/100000", "/stream/0", "/status/204"] {
             assert!(get(serve.addr, path).await.status.is_success(), "{path}");
         }
         let head = crate::support::send(serve.addr, Method::HEAD, "/World").await;
@@ -736,4 +736,42 @@ async fn responses_cut_off_after_their_head_are_logged_and_counted() {
         assert!(line.contains("sent="), "{line}");
         assert_eq!(cut().await, 1.0, "{}", guest.display());
     }
+}
+
+/// A client that reads slowly but steadily gets the whole response, however
+/// short `--send-timeout` and `--header-read-timeout` are: its response is
+/// not taken for a stalled one, nor, once the guest has written it all, its
+/// connection for an idle one while the last bytes are still going out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_but_steady_reader_gets_the_whole_response() {
+    const SIZE: usize = 1 << 20;
+    let server = TestServer::with_flags(
+        &test_guest(),
+        &["--send-timeout", "400ms", "--header-read-timeout", "300ms"],
+    )
+    .await;
+    // A small receive buffer: the server can only send as fast as this
+    // client reads, about 16 KiB every 50 ms, so 3.3 s in all.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    let head = format!("GET /stream/{SIZE} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0; 16 * 1024];
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let n = tokio::time::timeout(STEP, stream.read(&mut buf))
+            .await
+            .expect("data or the end in time")
+            .expect("read");
+        if n == 0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = String::from_utf8_lossy(&received);
+    let body_at = text.find("\r\n\r\n").expect("a response head") + 4;
+    assert_eq!(received.len() - body_at, SIZE, "{}", &text[..body_at]);
 }
