@@ -20,7 +20,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::task::futures::TaskLocalFuture;
@@ -82,10 +82,14 @@ pin_project_lite::pin_project! {
     /// A task's future, dropped when the response it sends stalls on its
     /// client.
     pub struct Watched<F> {
+        // Boxed: a stream's future is kilobytes, and would otherwise be
+        // copied at each step of the wrapping and spawning.
         #[pin]
-        inner: TaskLocalFuture<Arc<Sending>, F>,
+        inner: TaskLocalFuture<Arc<Sending>, Pin<Box<F>>>,
         sending: Arc<Sending>,
         timeout: Duration,
+        // What giving up does, for the log.
+        cut: &'static str,
         // While armed: the progress count when the timer was last set.
         seen: u64,
         armed: bool,
@@ -94,13 +98,15 @@ pin_project_lite::pin_project! {
 }
 
 impl<F: Future> Watched<F> {
-    /// `future`, given up when its response stalls for `timeout`.
-    pub fn new(future: F, timeout: Duration) -> Self {
+    /// `future`, given up when its response stalls for `timeout`, which is
+    /// logged as `cut` ("its connection is closed").
+    pub fn new(future: F, timeout: Duration, cut: &'static str) -> Self {
         let sending = Arc::new(Sending::default());
         Self {
-            inner: SENDING.scope(sending.clone(), future),
+            inner: SENDING.scope(sending.clone(), Box::pin(future)),
             sending,
             timeout,
+            cut,
             seen: 0,
             armed: false,
             timer: None,
@@ -131,7 +137,13 @@ impl<F: Future> Future for Watched<F> {
             }
         }
         let timer = this.timer.as_mut().expect("set when armed");
-        timer.as_mut().poll(cx).map(|()| Err(Stalled))
+        ready!(timer.as_mut().poll(cx));
+        tracing::info!(
+            "the client took no part of a response for {:?} (--send-timeout); {}",
+            this.timeout,
+            this.cut
+        );
+        Poll::Ready(Err(Stalled))
     }
 }
 
@@ -146,14 +158,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, future: F) {
-        let timeout = self.timeout;
-        tokio::spawn(async move {
-            if Watched::new(future, timeout).await.is_err() {
-                tracing::info!(
-                    "the client took no part of a response for {timeout:?} \
-                     (--send-timeout); its HTTP/2 stream is reset"
-                );
-            }
-        });
+        tokio::spawn(Watched::new(
+            future,
+            self.timeout,
+            "its HTTP/2 stream is reset",
+        ));
     }
 }

@@ -31,6 +31,9 @@ use crate::proxy::{self, Proxy, ProxyError};
 use crate::request_head;
 use crate::send_timeout::{self, Watched};
 
+/// What a connection given up for `--send-timeout` comes to, for the log.
+const CLOSED: &str = "its connection is closed";
+
 /// Ping interval (and answer deadline) on HTTP/2 connections.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
@@ -156,7 +159,7 @@ pub async fn run(
                     let io = TokioIo::new(Lingering::new(stream, idle.clone()));
                     let connection = builder.serve_connection(io, service);
                     let served = until_drained(connection, &first, draining, &idle, header_timeout);
-                    Watched::new(served, send_timeout).await
+                    Watched::new(served, send_timeout, CLOSED).await
                 }
                 Some(tls) => {
                     let accept = tls.accept(Lingering::new(stream, idle.clone()));
@@ -165,14 +168,11 @@ pub async fn run(
                     };
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     let served = until_drained(connection, &first, draining, &idle, header_timeout);
-                    Watched::new(served, send_timeout).await
+                    Watched::new(served, send_timeout, CLOSED).await
                 }
             };
+            // A stalled client is logged by `Watched`.
             let Ok(served) = served else {
-                tracing::info!(
-                    "the client took no part of a response for {send_timeout:?} \
-                     (--send-timeout); its connection is closed"
-                );
                 return;
             };
             if let Err(err) = served {
