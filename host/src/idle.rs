@@ -30,6 +30,9 @@ pub struct Idle {
     last_done: AtomicU64,
     /// Bytes written to the connection's socket.
     written: AtomicU64,
+    /// The response an HTTP/1 connection is sending (it sends one at a
+    /// time); HTTP/2 streams have one each (see `send_timeout`).
+    sending: Sending,
 }
 
 impl Idle {
@@ -40,7 +43,14 @@ impl Idle {
             open: AtomicUsize::new(0),
             last_done: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            sending: Sending::default(),
         })
+    }
+
+    /// The response the connection is sending, when it is not an HTTP/2
+    /// stream's.
+    pub fn sending(&self) -> &Sending {
+        &self.sending
     }
 
     /// `bytes` more were written to the socket.
@@ -116,34 +126,34 @@ impl Drop for Open {
 }
 
 /// A response body that keeps its request open until it is sent or dropped,
-/// and tells its task's [`Sending`] (`--send-timeout`) whether it waits on
-/// the client or on the guest.
+/// and tells its [`Sending`] (`--send-timeout`) whether it waits on the
+/// client or on the guest: its HTTP/2 stream's, or else its connection's.
 pub struct Tracked<B> {
     body: B,
-    _open: Open,
-    sending: Option<Arc<Sending>>,
+    open: Open,
+    stream: Option<Arc<Sending>>,
 }
 
 impl<B> Tracked<B> {
     /// `body`, keeping `open` for as long as it lives.
     pub fn new(body: B, open: Open) -> Self {
-        let sending = Sending::current();
-        if let Some(sending) = &sending {
-            sending.begin();
-        }
-        Self {
+        let tracked = Self {
             body,
-            _open: open,
-            sending,
-        }
+            open,
+            stream: Sending::current(),
+        };
+        tracked.sending().begin();
+        tracked
+    }
+
+    fn sending(&self) -> &Sending {
+        self.stream.as_deref().unwrap_or(&self.open.0.sending)
     }
 }
 
 impl<B> Drop for Tracked<B> {
     fn drop(&mut self) {
-        if let Some(sending) = &self.sending {
-            sending.end();
-        }
+        self.sending().end();
     }
 }
 
@@ -156,12 +166,11 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Some(sending) = &self.sending {
-            match &polled {
-                Poll::Pending => sending.waiting_on_guest(),
-                Poll::Ready(Some(Ok(_))) => sending.took(),
-                Poll::Ready(_) => sending.end(),
-            }
+        let sending = self.sending();
+        match &polled {
+            Poll::Pending => sending.waiting_on_guest(),
+            Poll::Ready(Some(Ok(_))) => sending.took(),
+            Poll::Ready(_) => sending.end(),
         }
         polled
     }

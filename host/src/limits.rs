@@ -38,7 +38,7 @@ pub const MAX_GUEST_FIELD_SIZE: usize = 64 * 1024;
 /// | `--max-request-body` | `proxy.rs` (declared length) and `body.rs` (counted while read) |
 /// | `--max-header-size` | `server.rs`: hyper's buffers, and the 431 check |
 /// | `--header-read-timeout` | `server.rs`: hyper's HTTP/1 header timeout, the protocol sniff and the TLS handshake |
-/// | `--send-timeout` | `send_timeout.rs`, around each connection's task and each HTTP/2 stream's |
+/// | `--send-timeout` | `send_timeout.rs`: around each HTTP/2 stream's task; each HTTP/1 connection's in `server.rs` |
 #[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
     /// Longest a request may take, from its arrival to the guest's last byte;
@@ -113,8 +113,8 @@ pub struct Limits {
 
     /// How long a client may leave a response's body untaken: if it takes
     /// no part of it for this long, the response is cut off (HTTP/2: its
-    /// stream is reset; HTTP/1: the connection is closed) and its instance
-    /// freed. A guest that is slow to write is bounded by
+    /// stream is reset; HTTP/1: the connection is closed, after at most
+    /// twice this) and its instance freed. A guest that is slow to write is bounded by
     /// `--request-timeout` instead.
     #[arg(
         long,

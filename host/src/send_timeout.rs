@@ -6,16 +6,25 @@
 //! reading would hold its response, and the instance still writing it, for
 //! as long as it liked; over HTTP/2 one connection holds up to 200 of them.
 //!
-//! Each connection's task, and each HTTP/2 stream's task (spawned through
-//! [`Executor`]), runs under a [`Watched`]. The response body polled within
-//! it ([`Sending`], kept by `idle::Tracked`) says whether it is waiting for
-//! the client to take a part, or for the guest to write one, and counts the
-//! parts taken. When the client has taken nothing for the timeout while
-//! the body waits on it, the task's future is dropped: hyper resets the
-//! HTTP/2 stream (or the HTTP/1 connection closes), the body is dropped, and
-//! its guest is stopped and its instance freed as for a client that went
-//! away. Waiting on the guest is not the client's fault; `--request-timeout`
-//! bounds that. The timer is set only while a task is waiting on its client.
+//! A response body (`idle::Tracked`) keeps a [`Sending`] up to date: whether
+//! it waits for the client to take a part, or for the guest to write one,
+//! and how many parts were taken. Waiting on the guest is not the client's
+//! fault; `--request-timeout` bounds that.
+//!
+//! - Each HTTP/2 stream's task (spawned through [`Executor`]) runs under a
+//!   [`Watched`], which gives the stream a `Sending` of its own (a
+//!   task-local) and drops the task's future once the client has taken
+//!   nothing for the timeout while the body waits on it: hyper resets the
+//!   stream. Its timer is set only while the stream waits on its client.
+//! - An HTTP/1 connection sends one response at a time, so its `Sending`
+//!   lives in the connection's `Idle`, and the connection's task looks at it
+//!   every timeout ([`Sending::stalled`]): a stall is noticed after between
+//!   one and two timeouts, and the connection is closed. A task-local and a
+//!   wrapper around every poll of the connection cost about 0.4 µs a
+//!   request (docs/performance.md); this costs one timer per connection.
+//!
+//! Either way the body is dropped, and its guest stopped and its instance
+//! freed, as for a client that went away.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -71,6 +80,23 @@ impl Sending {
     /// The body is done with (sent, failed or dropped).
     pub fn end(&self) {
         self.phase.store(IDLE, Ordering::Relaxed);
+    }
+
+    /// Resolves once a response has waited on its client with no progress
+    /// through one whole look, taken every `timeout`: after between one and
+    /// two `timeout`s of stall. For an HTTP/1 connection, which sends one
+    /// response at a time: one timer per connection, none per request.
+    pub async fn stalled(&self, timeout: Duration) {
+        let mut waiting_at = None;
+        loop {
+            tokio::time::sleep(timeout).await;
+            let progress = self.progress.load(Ordering::Relaxed);
+            let waiting = self.phase.load(Ordering::Relaxed) == CLIENT;
+            if waiting && waiting_at == Some(progress) {
+                return;
+            }
+            waiting_at = waiting.then_some(progress);
+        }
     }
 }
 

@@ -29,10 +29,7 @@ use crate::idle::{Idle, Tracked};
 use crate::linger::{Drained, Lingering};
 use crate::proxy::{self, Proxy, ProxyError};
 use crate::request_head;
-use crate::send_timeout::{self, Watched};
-
-/// What a connection given up for `--send-timeout` comes to, for the log.
-const CLOSED: &str = "its connection is closed";
+use crate::send_timeout;
 
 /// Ping interval (and answer deadline) on HTTP/2 connections.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
@@ -82,8 +79,13 @@ pub async fn run(
     let limits = proxy.limits();
     let header_timeout = limits.header_read_timeout;
     let send_timeout = limits.send_timeout;
+    let timeouts = Timeouts {
+        idle: header_timeout,
+        send: send_timeout,
+    };
     // Each HTTP/2 stream's task is watched for a client that stops taking
-    // its response, as each connection's task is below.
+    // its response; an HTTP/1 connection, which sends one response at a
+    // time, is watched as a whole (`until_drained`).
     let mut builder = auto::Builder::new(send_timeout::Executor {
         timeout: send_timeout,
     });
@@ -158,8 +160,7 @@ pub async fn run(
                     }
                     let io = TokioIo::new(Lingering::new(stream, idle.clone()));
                     let connection = builder.serve_connection(io, service);
-                    let served = until_drained(connection, &first, draining, &idle, header_timeout);
-                    Watched::new(served, send_timeout, CLOSED).await
+                    until_drained(connection, &first, draining, &idle, timeouts).await
                 }
                 Some(tls) => {
                     let accept = tls.accept(Lingering::new(stream, idle.clone()));
@@ -167,13 +168,8 @@ pub async fn run(
                         return;
                     };
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    let served = until_drained(connection, &first, draining, &idle, header_timeout);
-                    Watched::new(served, send_timeout, CLOSED).await
+                    until_drained(connection, &first, draining, &idle, timeouts).await
                 }
-            };
-            // A stalled client is logged by `Watched`.
-            let Ok(served) = served else {
-                return;
             };
             if let Err(err) = served {
                 match request_head::answered_by_hyper(&*err) {
@@ -216,11 +212,24 @@ async fn until_drained<C: GracefulConnection>(
     first: &FirstRequest,
     mut draining: watch::Receiver<bool>,
     idle: &Idle,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
 ) -> Result<(), C::Error> {
+    let Timeouts {
+        idle: idle_timeout,
+        send: send_timeout,
+    } = timeouts;
     let mut connection = std::pin::pin!(connection);
     let idle_close = tokio::select! {
         served = connection.as_mut() => return served,
+        // An HTTP/1 response its client takes nothing of: the connection
+        // goes, and with it the response and its guest.
+        () = idle.sending().stalled(send_timeout) => {
+            tracing::info!(
+                "the client took no part of a response for {send_timeout:?} \
+                 (--send-timeout); its connection is closed"
+            );
+            return Ok(());
+        }
         () = async {
             // An error means the server is gone: drain as well.
             let _ = draining.wait_for(|draining| *draining).await;
@@ -248,6 +257,14 @@ async fn until_drained<C: GracefulConnection>(
             Ok(())
         }
     }
+}
+
+/// `--header-read-timeout`, which also closes idle connections, and
+/// `--send-timeout`.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    idle: Duration,
+    send: Duration,
 }
 
 /// Whether a connection has begun a request.
