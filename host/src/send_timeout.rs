@@ -47,7 +47,8 @@ const CLIENT: u8 = 1;
 /// The body waits for the guest to write.
 const GUEST: u8 = 2;
 
-/// The state of the response its task is sending.
+/// The state of the response an HTTP/2 stream's task, or an HTTP/1
+/// connection, is sending.
 #[derive(Default)]
 pub struct Sending {
     phase: AtomicU8,
@@ -125,7 +126,7 @@ pin_project_lite::pin_project! {
 
 impl<F: Future> Watched<F> {
     /// `future`, given up when its response stalls for `timeout`, which is
-    /// logged as `cut` ("its connection is closed").
+    /// logged as `cut` ("its HTTP/2 stream is reset").
     pub fn new(future: F, timeout: Duration, cut: &'static str) -> Self {
         let sending = Arc::new(Sending::default());
         Self {
