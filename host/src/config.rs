@@ -197,6 +197,37 @@ impl Config {
     }
 }
 
+/// The environment variable a rejected value came from, when it did: clap's
+/// message names only the flag (`--max-memory`), which then appears nowhere
+/// on the command line `args`.
+pub fn value_from_env(err: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // `--max-memory <MAX_MEMORY>`
+    let long = arg.split(' ').next()?.strip_prefix("--")?;
+    let command = <Config as clap::CommandFactory>::command();
+    let var = command
+        .get_arguments()
+        .find(|flag| flag.get_long() == Some(long))?
+        .get_env()?
+        .to_str()?
+        .to_owned();
+    let flag = format!("--{long}");
+    let on_command_line = args.iter().any(|arg| {
+        arg.to_str()
+            .is_some_and(|arg| arg == flag || arg.starts_with(&format!("{flag}=")))
+    });
+    (!on_command_line && std::env::var_os(&var).is_some()).then_some(var)
+}
+
 /// `KEY=VALUE`, or `KEY` for the host's own value of it.
 fn parse_env_var(text: &str) -> Result<(String, String), String> {
     let (key, value) = match text.split_once('=') {

@@ -9,6 +9,7 @@
 //!   [`units`]: the sizes and durations written on it.
 //! - [`limits`]: the limits, each declared once with where it is enforced;
 //!   admission into instance slots; the memory limiter.
+//!   [`client_limit`]: the requests each client address has at once.
 //! - [`runtime`]: built once: engine (pooling allocator, epoch ticker) and
 //!   linker; compiles and checks components, so a bad one never serves.
 //!   [`pagemap`]: whether the kernel's page scan can tell which memory
@@ -57,6 +58,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod client_limit;
 pub mod config;
 pub mod guest_config;
 pub mod guest_output;

@@ -2,12 +2,14 @@
 //! their settings, admission of requests into instance slots, and the memory
 //! limiter every store carries.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::client_limit::{ClientLimit, ClientTurn, OverLimit};
 use crate::units::{parse_duration, parse_size};
 
 /// hyper refuses a smaller read buffer than this for HTTP/1.
@@ -35,6 +37,7 @@ pub const MAX_GUEST_FIELD_SIZE: usize = 64 * 1024;
 /// | `--max-memory` | [`MemoryLimiter`] (every store), and the pool's memory size (`runtime.rs`) |
 /// | `--max-concurrent-requests` | [`Admission`], and the pool's instance count (`runtime.rs`) |
 /// | `--queue-timeout` | [`Admission::admit`] |
+/// | `--max-requests-per-client` | [`Admission::admit`], counted in `client_limit.rs` |
 /// | `--max-request-body` | `proxy.rs` (declared length) and `body.rs` (counted while read) |
 /// | `--max-header-size` | `server.rs`: hyper's buffers, and the 431 check |
 /// | `--header-read-timeout` | `server.rs`: hyper's HTTP/1 header timeout, the protocol sniff and the TLS handshake |
@@ -81,6 +84,17 @@ pub struct Limits {
         value_parser = parse_duration,
     )]
     pub queue_timeout: Duration,
+
+    /// Most requests one client address may have in flight or waiting for
+    /// a slot at once (an IPv6 client is its /64); more get 429 at once.
+    /// Off by default: behind a proxy or load balancer every request comes
+    /// from its address, so set this only where clients connect directly.
+    #[arg(
+        long,
+        env = "WASI_SERVE_MAX_REQUESTS_PER_CLIENT",
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
+    pub max_requests_per_client: Option<u32>,
 
     /// Largest request body accepted (e.g. `10MiB`); larger ones get 413.
     #[arg(
@@ -152,18 +166,34 @@ fn parse_memory(text: &str) -> Result<usize, String> {
 }
 
 /// Admission into the instance slots: one permit per instance, a bounded
-/// number of waiters, each waiting a bounded time.
+/// number of waiters, each waiting a bounded time, and, when set, a bounded
+/// number of both per client.
 #[derive(Clone)]
 pub struct Admission {
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     queue_timeout: Duration,
+    clients: Option<ClientLimit>,
 }
 
-/// No slot came free in time, or too many requests were already waiting.
+/// Why a request was not admitted.
 #[derive(Debug)]
-pub struct Busy;
+pub enum Refused {
+    /// No slot came free in time, or too many requests were already waiting.
+    Busy,
+    /// Its client already has `--max-requests-per-client`.
+    Client(OverLimit),
+}
+
+/// One instance slot, held (and its client's request counted) until dropped.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _client: Option<ClientTurn>,
+}
+
+/// [`Waiting`]'s refusal.
+struct Busy;
 
 impl Admission {
     /// Admission for `limits.max_concurrent_requests` instances; as many
@@ -175,22 +205,34 @@ impl Admission {
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting: slots,
             queue_timeout: limits.queue_timeout,
+            clients: limits.max_requests_per_client.map(ClientLimit::new),
         }
     }
 
-    /// A slot for one instance, held until the permit is dropped.
-    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Busy> {
+    /// A slot for one instance, for a request from `client`. Its client's
+    /// count is checked first, so that a client at its limit neither waits
+    /// nor takes a place in the queue.
+    pub async fn admit(&self, client: IpAddr) -> Result<Slot, Refused> {
+        let turn = match &self.clients {
+            Some(limit) => Some(limit.enter(client).map_err(Refused::Client)?),
+            None => None,
+        };
+        let slot = |permit| Slot {
+            _permit: permit,
+            _client: turn,
+        };
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(permit);
+            return Ok(slot(permit));
         }
         // Counted while waiting; the guard uncounts it however the wait
         // ends, including the client going away and its future being dropped.
-        let _waiting = Waiting::enter(&self.waiting, self.max_waiting)?;
+        let _waiting =
+            Waiting::enter(&self.waiting, self.max_waiting).map_err(|Busy| Refused::Busy)?;
         let permit =
             tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
         match permit {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Busy),
+            Ok(Ok(permit)) => Ok(slot(permit)),
+            _ => Err(Refused::Busy),
         }
     }
 }

@@ -45,10 +45,17 @@ impl Inherited {
     /// that name them. Call it before any other thread starts: it changes
     /// the environment.
     pub fn take() -> Result<Inherited> {
-        if let Some(count) = std::env::var_os("LISTEN_FDS")
-            && count.to_str().and_then(|n| n.parse::<u32>().ok()).is_none()
-        {
-            bail!("socket activation: LISTEN_FDS={count:?} is not a number of sockets");
+        if let Some(count) = std::env::var_os("LISTEN_FDS") {
+            let Some(count) = count.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                bail!("socket activation: LISTEN_FDS={count:?} is not a number of sockets");
+            };
+            // Checked before `from_env`, which makes room for every one.
+            if count > 2 && meant_for_us() {
+                bail!(
+                    "socket activation: {count} sockets passed (LISTEN_FDS); wasi-serve takes \
+                     one for traffic and, optionally, a second for the admin endpoints"
+                );
+            }
         }
         // `from_env` ignores sockets meant for another process (`LISTEN_PID`).
         let mut fds = listenfd::ListenFd::from_env();
@@ -66,13 +73,6 @@ impl Inherited {
                 .set_nonblocking(true)
                 .with_context(|| format!("socket activation: fd {fd}"))?;
             sockets.push(socket);
-        }
-        if sockets.len() > 2 {
-            bail!(
-                "socket activation: {} sockets passed (LISTEN_FDS); wasi-serve takes one for \
-                 traffic and, optionally, a second for the admin endpoints",
-                sockets.len()
-            );
         }
         Ok(Inherited(sockets))
     }
@@ -124,6 +124,14 @@ impl Inherited {
         };
         Ok(Listeners { http, admin })
     }
+}
+
+/// Whether `LISTEN_FDS` names sockets for this process: `LISTEN_PID` is
+/// this process, or (as `listenfd` also accepts) unset or empty.
+fn meant_for_us() -> bool {
+    std::env::var("LISTEN_PID").map_or(true, |pid| {
+        pid.is_empty() || pid.parse() == Ok(std::process::id())
+    })
 }
 
 fn local_addr(socket: &std::net::TcpListener) -> String {

@@ -21,7 +21,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     no_error_backtraces();
-    let matches = Config::command().get_matches();
+    let matches = Config::command()
+        .try_get_matches()
+        .unwrap_or_else(|err| usage_error(err));
     let config = Config::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     config.check().unwrap_or_else(|err| err.exit());
     // `--addr` set on the command line or in the environment, not defaulted.
@@ -52,6 +54,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exits on a command-line error (or prints `--help` or `--version`),
+/// naming the environment variable a bad value came from.
+fn usage_error(err: clap::Error) -> ! {
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Some(var) = wasi_serve::config::value_from_env(&err, &args) {
+        let _ = err.print();
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: that value comes from the environment variable {var}"
+        );
+        std::process::exit(2);
+    }
+    err.exit()
 }
 
 /// Errors built inside wasmtime capture a stack backtrace whenever

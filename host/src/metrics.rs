@@ -67,6 +67,7 @@ pub struct Metrics {
     guest_traps: Counter,
     timeouts: Counter,
     rejected: Counter,
+    client_limited: Counter,
     responses_cut: Counter,
     reloads: Family<ReloadLabels, Counter>,
     component: Family<ComponentLabels, Gauge>,
@@ -130,6 +131,12 @@ impl Metrics {
             "Requests turned away with 503 (no instance slot)",
             rejected.clone(),
         );
+        let client_limited = Counter::default();
+        registry.register(
+            "client_limited",
+            "Requests turned away with 429: their client already had --max-requests-per-client",
+            client_limited.clone(),
+        );
         let responses_cut = Counter::default();
         registry.register(
             "responses_cut",
@@ -165,6 +172,7 @@ impl Metrics {
             guest_traps,
             timeouts,
             rejected,
+            client_limited,
             responses_cut,
             reloads,
             component,
@@ -196,6 +204,11 @@ impl Metrics {
     /// A request got 503.
     pub fn rejected(&self) {
         self.rejected.inc();
+    }
+
+    /// A request got 429: its client was at its limit.
+    pub fn client_limited(&self) {
+        self.client_limited.inc();
     }
 
     /// A response was cut off after its head.

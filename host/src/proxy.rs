@@ -4,6 +4,7 @@
 //! handed back on a oneshot. A client that goes away before the response
 //! head stops its guest.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,11 +23,12 @@ use wasmtime_wasi_http::WasiBody;
 
 use crate::admin::Readiness;
 use crate::body::{self, Flags, GuestBody};
+use crate::client_limit::OverLimit;
 use crate::config::Config;
 use crate::guest_config::GuestConfig;
 use crate::guest_output::RequestTag;
 use crate::keyvalue;
-use crate::limits::{Admission, Limits};
+use crate::limits::{Admission, Limits, Refused};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::response_head;
@@ -48,6 +50,8 @@ pub enum ProxyError {
     BodyBroke,
     /// Every instance slot stayed busy for `--queue-timeout`.
     Busy,
+    /// The client already had `--max-requests-per-client` in flight.
+    ClientOverLimit(OverLimit),
     /// The guest was still running at `--request-timeout`.
     Timeout,
     /// The guest trapped, failed, or returned without answering.
@@ -67,6 +71,7 @@ impl ProxyError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyBroke => StatusCode::BAD_REQUEST,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ClientOverLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Guest { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -208,8 +213,8 @@ impl Proxy {
         store
     }
 
-    /// Runs `request` through a fresh instance of the current component,
-    /// whichever handler ABI it has.
+    /// Runs `request`, from a client at `client`, through a fresh instance
+    /// of the current component, whichever handler ABI it has.
     ///
     /// A guest still running when the response head is returned goes on, on
     /// its own task, to stream the body; its slot is released when it
@@ -218,6 +223,7 @@ impl Proxy {
         &self,
         request: hyper::Request<B>,
         scheme: Scheme,
+        client: IpAddr,
     ) -> Result<hyper::Response<WasiBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -242,7 +248,14 @@ impl Proxy {
         if self.metrics.guest_tasks() > 0 {
             tokio::task::yield_now().await;
         }
-        let slot = self.admission.admit().await.map_err(|_| ProxyError::Busy)?;
+        let slot = self
+            .admission
+            .admit(client)
+            .await
+            .map_err(|refused| match refused {
+                Refused::Busy => ProxyError::Busy,
+                Refused::Client(over) => ProxyError::ClientOverLimit(over),
+            })?;
 
         let method = request.method().clone();
         let tag = RequestTag {

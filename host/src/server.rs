@@ -3,7 +3,7 @@
 //! turned into plain-text responses in one place, and a bounded drain.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -111,9 +111,9 @@ pub async fn run(
     let (drain, draining) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Typically out of file descriptors: back off instead of
                     // spinning, and keep serving the connections we have.
@@ -141,7 +141,7 @@ pub async fn run(
             let proxy = proxy.clone();
             let scheme = scheme.clone();
             async move {
-                let response = serve(&proxy, request, scheme, local).await;
+                let response = serve(&proxy, request, scheme, local, peer.ip()).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open)))
             }
         });
@@ -296,6 +296,7 @@ async fn serve(
     request: hyper::Request<Incoming>,
     scheme: Scheme,
     local: SocketAddr,
+    client: IpAddr,
 ) -> hyper::Response<WasiBody> {
     let started = Instant::now();
     // Whoever drops the body unread, an HTTP/2 client still sending it
@@ -318,7 +319,7 @@ async fn serve(
         tracing::info!(%method, path = uri.path(), "request head too large");
         closing(plain_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
     } else {
-        respond(proxy, request, scheme).await
+        respond(proxy, request, scheme, client).await
     };
     unanswered.answered(response.status());
     response
@@ -391,10 +392,11 @@ async fn respond(
     proxy: &Proxy,
     request: hyper::Request<Drained<Incoming>>,
     scheme: Scheme,
+    client: IpAddr,
 ) -> hyper::Response<WasiBody> {
     let method = request.method().clone();
     let uri = request.uri().clone();
-    match proxy.handle(request, scheme).await {
+    match proxy.handle(request, scheme, client).await {
         Ok(response) => response,
         Err(err) => {
             match &err {
@@ -413,10 +415,20 @@ async fn respond(
                     proxy.metrics().rejected();
                     tracing::warn!(%method, path = uri.path(), "no instance slot free in time");
                 }
+                ProxyError::ClientOverLimit(over) => {
+                    proxy.metrics().client_limited();
+                    tracing::info!(
+                        %method,
+                        path = uri.path(),
+                        "client {} already has {} requests in flight (--max-requests-per-client)",
+                        over.client,
+                        over.max
+                    );
+                }
             }
             let mut response = plain_response(err.status());
             match err {
-                ProxyError::Busy => {
+                ProxyError::Busy | ProxyError::ClientOverLimit(_) => {
                     response
                         .headers_mut()
                         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

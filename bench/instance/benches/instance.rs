@@ -17,7 +17,11 @@ fn instance(c: &mut Criterion) {
                     .body(Empty::<Bytes>::new())
                     .unwrap();
                 let response = proxy
-                    .handle(request, http::uri::Scheme::HTTP)
+                    .handle(
+                        request,
+                        http::uri::Scheme::HTTP,
+                        std::net::Ipv4Addr::LOCALHOST.into(),
+                    )
                     .await
                     .expect("answered");
                 let body = response

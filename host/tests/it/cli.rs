@@ -85,6 +85,7 @@ fn a_bad_flag_value_is_a_usage_error() {
         // Its slots are allocated at start: 128 GiB of them.
         ["--log-queue-lines", "4294967295"],
         ["--send-timeout", "0s"],
+        ["--max-requests-per-client", "0"],
         // SQLite would open a temporary database, gone at exit.
         ["--keyvalue", ""],
         // Only with a store.
@@ -101,6 +102,37 @@ fn a_bad_flag_value_is_a_usage_error() {
     // Not blamed on the component, which no memory that small could hold.
     let (_, stderr) = run_to_exit(&["--max-memory", "1B", "x.wasm"]);
     assert!(stderr.contains("at least 64KiB"), "{stderr}");
+}
+
+/// A bad value from a flag's environment variable is the same usage error,
+/// and the message names the variable, since the flag it names is nowhere
+/// on the command line; a bad value given as the flag gets no such note.
+#[test]
+fn a_bad_value_from_the_environment_names_its_variable() {
+    let run = |var: &str, value: &str, args: &[&str]| {
+        let output = std::process::Command::new(crate::support::SERVE_BIN)
+            .args(args)
+            .arg("x.wasm")
+            .env(var, value)
+            .output()
+            .expect("wasi-serve runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    let note = "note: that value comes from the environment variable";
+    for (var, value) in [
+        ("WASI_SERVE_MAX_MEMORY", "1B"),
+        ("WASI_SERVE_SEND_TIMEOUT", "soon"),
+        ("WASI_SERVE_NO_CACHE", "maybe"),
+    ] {
+        let (code, stderr) = run(var, value, &[]);
+        assert_eq!(code, Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(&format!("{note} {var}")), "{var}: {stderr}");
+    }
+    let (code, stderr) = run("WASI_SERVE_MAX_MEMORY", "128MiB", &["--max-memory", "1B"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("at least 64KiB"), "{stderr}");
+    assert!(!stderr.contains(note), "{stderr}");
 }
 
 /// A component with one function `$f`, lifted from a core module, and

@@ -272,7 +272,7 @@ fn exit_and_stderr(child: &mut std::process::Child) -> (std::process::ExitStatus
 
 /// Mistakes under socket activation are one clear error each: `--addr`
 /// given as well as a passed socket, a passed descriptor that is not a
-/// socket, and a `LISTEN_FDS` that is not a number.
+/// socket, and a `LISTEN_FDS` that is not a number or more than two.
 #[test]
 fn socket_activation_mistakes_are_clear_errors() {
     let both = activated_error(&["--addr", "127.0.0.1:0"]);
@@ -301,5 +301,11 @@ fn socket_activation_mistakes_are_clear_errors() {
     assert!(
         not_a_number.contains("LISTEN_FDS=\"two\" is not a number of sockets"),
         "{not_a_number}"
+    );
+    // Refused before any descriptor is looked at or listed, however many.
+    let too_many = run(r#"LISTEN_FDS=4000000000 exec "$@""#);
+    assert!(
+        too_many.contains("error: socket activation: 4000000000 sockets passed (LISTEN_FDS)"),
+        "{too_many}"
     );
 }

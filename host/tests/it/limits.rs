@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    STEP, ServeProcess, TestServer, get, http2_connection, sample, test_guest, test_guest_p3,
-    test_guests,
+    STEP, ServeProcess, TestServer, build, connect_from, get, get_from, http2_connection,
+    http2_over, read, sample, test_guest, test_guest_p3, test_guests,
 };
 
 async fn still_serves(server: &TestServer) {
@@ -165,6 +165,59 @@ async fn requests_past_the_concurrency_limit_wait_then_get_503() {
             assert_eq!(task.await.unwrap().body, "slept 1500ms");
         }
         still_serves(&server).await;
+    }
+}
+
+/// With `--max-requests-per-client`, a client address at its limit gets 429
+/// with `Retry-After` at once, over HTTP/1.1 as over HTTP/2 (its connections
+/// and streams count together), while another address is served; once its
+/// requests finish it is served again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_past_its_limit_gets_429_while_others_are_served() {
+    let busy_client: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let other_client: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    for guest in test_guests() {
+        let server = TestServer::with_flags(
+            &guest,
+            &[
+                "--max-requests-per-client",
+                "2",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ],
+        )
+        .await;
+        let addr = server.addr;
+        // One request on an HTTP/1.1 connection, one on an HTTP/2 one.
+        let first = tokio::spawn(async move { get_from(busy_client, addr, "/sleep/1500").await });
+        let (mut h2, _connection) = http2_over(connect_from(busy_client, addr).await).await;
+        let second = {
+            let request = h2.send_request(build(Method::GET, addr, "/sleep/1500"));
+            tokio::spawn(async move { read(request.await.unwrap()).await })
+        };
+        server.wait_in_flight(2).await;
+
+        let refused = get_from(busy_client, addr, "/third").await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.body, "429: Too Many Requests");
+        assert_eq!(refused.header("retry-after"), "1");
+        let response = h2
+            .send_request(build(Method::GET, addr, "/fourth"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+        let other = get_from(other_client, addr, "/other").await;
+        assert_eq!(other.status, StatusCode::OK);
+        assert_eq!(other.body, "Howdy, other!");
+
+        assert_eq!(first.await.unwrap().body, "slept 1500ms");
+        assert_eq!(second.await.unwrap().body, "slept 1500ms");
+        let again = get_from(busy_client, addr, "/again").await;
+        assert_eq!(again.body, "Howdy, again!");
+        let metrics = get(server.admin.unwrap(), "/metrics").await.body;
+        assert_eq!(sample(&metrics, "wasi_serve_client_limited_total"), 2.0);
+        assert_eq!(sample(&metrics, "wasi_serve_rejected_total"), 0.0);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Test harness: the real host, in-process on `127.0.0.1:0` or as the built
 //! binary, the real guest components, and plain HTTP clients over loopback.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use wasi_serve::Config;
@@ -231,7 +231,11 @@ impl Reply {
 
 /// An HTTP/1.1 connection to `addr`.
 pub async fn http1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+    http1_over(TcpStream::connect(addr).await.expect("connect")).await
+}
+
+/// An HTTP/1.1 connection over `stream`.
+async fn http1_over(stream: TcpStream) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("http1 handshake");
@@ -252,7 +256,16 @@ pub async fn http2_connection(
     hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
     tokio::task::JoinHandle<hyper::Result<()>>,
 ) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+    http2_over(TcpStream::connect(addr).await.expect("connect")).await
+}
+
+/// As [`http2_connection`], over `stream`.
+pub async fn http2_over(
+    stream: TcpStream,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
@@ -287,7 +300,16 @@ pub async fn read(response: hyper::Response<hyper::body::Incoming>) -> Reply {
 
 /// `method path` on a new HTTP/1.1 connection to `addr`.
 pub async fn send(addr: SocketAddr, method: Method, path: &str) -> Reply {
-    let mut sender = http1(addr).await;
+    ask(http1(addr).await, method, addr, path).await
+}
+
+/// `method path` to `addr` on `sender`, the response read whole.
+async fn ask(
+    mut sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    method: Method,
+    addr: SocketAddr,
+    path: &str,
+) -> Reply {
     let response = tokio::time::timeout(STEP, sender.send_request(build(method, addr, path)))
         .await
         .expect("response in time")
@@ -298,6 +320,22 @@ pub async fn send(addr: SocketAddr, method: Method, path: &str) -> Reply {
 /// `GET path` on a new HTTP/1.1 connection to `addr`.
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     send(addr, Method::GET, path).await
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (any of
+/// 127.0.0.0/8 on Linux), so that a test can be several clients.
+pub async fn connect_from(from: IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind to a loopback address");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// `GET path` on a new HTTP/1.1 connection to `addr` from `from`.
+pub async fn get_from(from: IpAddr, addr: SocketAddr, path: &str) -> Reply {
+    let sender = http1_over(connect_from(from, addr).await).await;
+    ask(sender, Method::GET, addr, path).await
 }
 
 /// The `wasi-serve` binary, running; killed when dropped. Its stderr is
