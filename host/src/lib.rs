@@ -46,6 +46,7 @@
 //! - [`listen`]: the listening sockets: passed by systemd (socket
 //!   activation) or bound from the flags.
 //! - [`shutdown`]: the stop signals (Ctrl-C and SIGTERM).
+//! - [`open_files`]: the open-files limit, raised at start (`main.rs`).
 //! - [`tls`]: the HTTPS acceptor (rustls, ALPN h2 and http/1.1).
 //!
 //! [`app`] starts all of it in one call ([`app::App::start`], given the
@@ -69,6 +70,7 @@ pub mod linger;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod open_files;
 pub mod outbound;
 pub mod p3_client;
 pub mod pagemap;

@@ -12,7 +12,7 @@ use wasi_serve::app::App;
 use wasi_serve::config::LogFormat;
 use wasi_serve::listen::Inherited;
 use wasi_serve::shutdown::Signals;
-use wasi_serve::{Config, logging, reload};
+use wasi_serve::{Config, logging, open_files, reload};
 
 /// A request makes about 130 small heap allocations; mimalloc serves them
 /// faster than glibc's malloc (measured in docs/performance.md).
@@ -77,6 +77,33 @@ fn usage_error(err: clap::Error) -> ! {
 /// time, measured. The host never prints those backtraces, so unless the
 /// operator asks for them with `RUST_LIB_BACKTRACE`, error backtraces are
 /// off. Panics still print theirs as `RUST_BACKTRACE` says.
+/// Raises the open-files limit, and says so; warns when it is still too low
+/// for `--max-concurrent-requests` connections.
+fn open_files(config: &Config) {
+    let needed = u64::from(config.limits.max_concurrent_requests) + open_files::RESERVED;
+    match open_files::raise() {
+        Ok(limit) => {
+            if limit.now > limit.before {
+                tracing::info!(
+                    "open files limit raised from {} to {}",
+                    limit.before,
+                    limit.now
+                );
+            }
+            if limit.now < needed {
+                tracing::warn!(
+                    "the open files limit is {}: fewer connections than the {} requests \
+                     --max-concurrent-requests allows can be open at once (raise the hard \
+                     limit: `ulimit -Hn`, or LimitNOFILE= under systemd)",
+                    limit.now,
+                    config.limits.max_concurrent_requests
+                );
+            }
+        }
+        Err(err) => tracing::warn!("could not raise the open files limit: {err}"),
+    }
+}
+
 fn no_error_backtraces() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         // SAFETY: called first thing in `main`, before any other thread
@@ -86,6 +113,7 @@ fn no_error_backtraces() {
 }
 
 fn run(config: Config, addr_given: bool, inherited: Inherited) -> Result<()> {
+    open_files(&config);
     // One worker per CPU this process may use (affinity and cgroup quota
     // count). With a single CPU, tokio's single-threaded scheduler does the
     // same job without the work-stealing machinery; see docs/performance.md.

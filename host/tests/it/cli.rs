@@ -104,6 +104,58 @@ fn a_bad_flag_value_is_a_usage_error() {
     assert!(stderr.contains("at least 64KiB"), "{stderr}");
 }
 
+/// The limits on open files of process `pid`: soft, hard.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .expect("a `Max open files` line");
+    let mut values = line.split_whitespace().map(|value| value.parse().unwrap());
+    (values.next().unwrap(), values.next().unwrap())
+}
+
+/// At start the soft limit on open files is raised to the hard one (a
+/// service under systemd starts at 1024, far below), and a limit still too
+/// low for `--max-concurrent-requests` connections is warned about.
+#[tokio::test]
+async fn the_open_files_limit_is_raised_at_start() {
+    let greeter = greeter();
+    let greeter = greeter.to_str().unwrap();
+    let (_, hard) = open_files_limits(std::process::id());
+    assert!(
+        hard > 256,
+        "the test needs a hard limit above 256, not {hard}"
+    );
+    let mut serve = ServeProcess::start_with_ulimit("-Sn 256", &[greeter]).await;
+    let pid = serve.child.id().expect("running");
+    assert_eq!(open_files_limits(pid), (hard, hard));
+    let raised = format!("open files limit raised from 256 to {hard}");
+    serve.wait_for_log(&[&raised]).await;
+    assert_eq!(get(serve.addr, "/World").await.body, "Hello, World!");
+
+    // A hard limit of 200 cannot be raised; 1,000 requests need more.
+    let mut low = ServeProcess::start_with_ulimit("-n 200", &[greeter]).await;
+    let pid = low.child.id().expect("running");
+    assert_eq!(open_files_limits(pid), (200, 200));
+    low.wait_for_log(&["the open files limit is 200", "--max-concurrent-requests"])
+        .await;
+    assert_eq!(get(low.addr, "/World").await.body, "Hello, World!");
+    // With fewer slots, 200 is enough: no warning.
+    let mut enough =
+        ServeProcess::start_with_ulimit("-n 200", &[greeter, "--max-concurrent-requests", "100"])
+            .await;
+    // The warning would come before the runtime's start is logged.
+    loop {
+        let line = enough.wait_for_log(&[""]).await;
+        assert!(!line.contains("open files limit is"), "{line}");
+        if line.contains("async runtime started") {
+            break;
+        }
+    }
+    assert_eq!(get(enough.addr, "/World").await.body, "Hello, World!");
+}
+
 /// A bad value from a flag's environment variable is the same usage error,
 /// and the message names the variable, since the flag it names is nowhere
 /// on the command line; a bad value given as the flag gets no such note.

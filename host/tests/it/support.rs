@@ -393,6 +393,15 @@ impl ServeProcess {
         Self::spawn(taskset, args, true).await
     }
 
+    /// Starts the binary under the shell's `ulimit` with `limits` (such as
+    /// `-Sn 256`), which it inherits through `exec`.
+    pub async fn start_with_ulimit(limits: &str, args: &[&str]) -> Self {
+        let mut sh = Command::new("sh");
+        let script = format!(r#"ulimit {limits} && exec "$@""#);
+        sh.args(["-c", &script, "sh", SERVE_BIN]);
+        Self::spawn(sh, args, true).await
+    }
+
     async fn spawn(mut command: Command, args: &[&str], read_stderr: bool) -> Self {
         // A test that sets `HOME` tests the default cache.
         let home_set = command.as_std().get_envs().any(|(name, _)| name == "HOME");
