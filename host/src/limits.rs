@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::client_limit::{ClientLimit, ClientTurn, OverLimit};
+use crate::metrics::Queued;
 use crate::units::{parse_duration, parse_size};
 
 /// hyper refuses a smaller read buffer than this for HTTP/1.
@@ -85,10 +88,12 @@ pub struct Limits {
     )]
     pub queue_timeout: Duration,
 
-    /// Most requests one client address may have in flight or waiting for
-    /// a slot at once (an IPv6 client is its /64); more get 429 at once.
-    /// Off by default: behind a proxy or load balancer every request comes
-    /// from its address, so set this only where clients connect directly.
+    /// Most requests one client address may have in flight at once (an
+    /// IPv6 client is its /64), over all its connections. As many again may
+    /// wait up to `--queue-timeout` for one of them to finish, then get 429;
+    /// past that, 429 at once. Off by default: behind a proxy or load
+    /// balancer every request comes from its address, so set this only
+    /// where clients connect directly.
     #[arg(
         long,
         env = "WASI_SERVE_MAX_REQUESTS_PER_CLIENT",
@@ -175,6 +180,8 @@ pub struct Admission {
     max_waiting: usize,
     queue_timeout: Duration,
     clients: Option<ClientLimit>,
+    /// `wasi_serve_requests_waiting`.
+    queued: Gauge,
 }
 
 /// Why a request was not admitted.
@@ -197,24 +204,33 @@ struct Busy;
 
 impl Admission {
     /// Admission for `limits.max_concurrent_requests` instances; as many
-    /// requests again may wait.
-    pub fn new(limits: &Limits) -> Self {
+    /// requests again may wait, counted in `queued`.
+    pub fn new(limits: &Limits, queued: &Gauge) -> Self {
         let slots = limits.max_concurrent_requests as usize;
         Self {
             slots: Arc::new(Semaphore::new(slots)),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting: slots,
             queue_timeout: limits.queue_timeout,
-            clients: limits.max_requests_per_client.map(ClientLimit::new),
+            clients: limits
+                .max_requests_per_client
+                .map(|max| ClientLimit::new(max, queued)),
+            queued: queued.clone(),
         }
     }
 
     /// A slot for one instance, for a request from `client`. Its client's
-    /// count is checked first, so that a client at its limit neither waits
-    /// nor takes a place in the queue.
+    /// turn comes first, so that a client at its limit takes no place in the
+    /// queue for slots; both waits together last `--queue-timeout` at most.
     pub async fn admit(&self, client: IpAddr) -> Result<Slot, Refused> {
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
         let turn = match &self.clients {
-            Some(limit) => Some(limit.enter(client).map_err(Refused::Client)?),
+            Some(limit) => Some(
+                limit
+                    .enter(client, deadline)
+                    .await
+                    .map_err(Refused::Client)?,
+            ),
             None => None,
         };
         let slot = |permit| Slot {
@@ -228,8 +244,8 @@ impl Admission {
         // ends, including the client going away and its future being dropped.
         let _waiting =
             Waiting::enter(&self.waiting, self.max_waiting).map_err(|Busy| Refused::Busy)?;
-        let permit =
-            tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
+        let _queued = Queued::new(&self.queued);
+        let permit = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await;
         match permit {
             Ok(Ok(permit)) => Ok(slot(permit)),
             _ => Err(Refused::Busy),

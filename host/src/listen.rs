@@ -129,8 +129,8 @@ impl Inherited {
 /// Whether `LISTEN_FDS` names sockets for this process: `LISTEN_PID` is
 /// this process, or (as `listenfd` also accepts) unset or empty.
 fn meant_for_us() -> bool {
-    std::env::var("LISTEN_PID").map_or(true, |pid| {
-        pid.is_empty() || pid.parse() == Ok(std::process::id())
+    std::env::var_os("LISTEN_PID").is_none_or(|pid| {
+        pid.is_empty() || pid.to_str().and_then(|pid| pid.parse().ok()) == Some(std::process::id())
     })
 }
 

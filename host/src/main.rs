@@ -58,17 +58,54 @@ fn main() -> ExitCode {
 
 /// Exits on a command-line error (or prints `--help` or `--version`),
 /// naming the environment variable a bad value came from.
-fn usage_error(err: clap::Error) -> ! {
+fn usage_error(mut err: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue};
     let args: Vec<_> = std::env::args_os().collect();
     if let Some(var) = wasi_serve::config::value_from_env(&err, &args) {
-        let _ = err.print();
-        let _ = writeln!(
-            std::io::stderr(),
-            "note: that value comes from the environment variable {var}"
-        );
-        std::process::exit(2);
+        let mut tips = match err.get(ContextKind::Suggested) {
+            Some(ContextValue::StyledStrs(tips)) => tips.clone(),
+            _ => Vec::new(),
+        };
+        tips.push(format!("that value comes from the environment variable {var}").into());
+        err.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
     }
     err.exit()
+}
+
+/// Raises the open-files limit ([`open_files`]), and says so; warns when it
+/// is still below what `--max-concurrent-requests` needs: a connection for
+/// each request in flight and for each waiting for a slot (as many again),
+/// and [`open_files::RESERVED`] more.
+fn raise_open_files(config: &Config) {
+    let requests = u64::from(config.limits.max_concurrent_requests);
+    let needed = 2 * requests + open_files::RESERVED;
+    let limit = match open_files::raise() {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!("could not read the open files limit: {err}");
+            return;
+        }
+    };
+    if limit.now > limit.before {
+        tracing::info!(
+            "open files limit raised from {} to {}",
+            limit.before,
+            limit.now
+        );
+    }
+    if let Some(err) = &limit.refused {
+        tracing::warn!("could not raise the open files limit: {err}");
+    }
+    if limit.now < needed {
+        tracing::warn!(
+            "the open files limit is {}, below the {needed} descriptors \
+             --max-concurrent-requests {requests} needs (a connection for each request in \
+             flight and each waiting, and {} more): past it, new connections wait while \
+             accept fails. Raise the hard limit (`ulimit -Hn`, or LimitNOFILE= under systemd)",
+            limit.now,
+            open_files::RESERVED
+        );
+    }
 }
 
 /// Errors built inside wasmtime capture a stack backtrace whenever
@@ -77,33 +114,6 @@ fn usage_error(err: clap::Error) -> ! {
 /// time, measured. The host never prints those backtraces, so unless the
 /// operator asks for them with `RUST_LIB_BACKTRACE`, error backtraces are
 /// off. Panics still print theirs as `RUST_BACKTRACE` says.
-/// Raises the open-files limit, and says so; warns when it is still too low
-/// for `--max-concurrent-requests` connections.
-fn open_files(config: &Config) {
-    let needed = u64::from(config.limits.max_concurrent_requests) + open_files::RESERVED;
-    match open_files::raise() {
-        Ok(limit) => {
-            if limit.now > limit.before {
-                tracing::info!(
-                    "open files limit raised from {} to {}",
-                    limit.before,
-                    limit.now
-                );
-            }
-            if limit.now < needed {
-                tracing::warn!(
-                    "the open files limit is {}: fewer connections than the {} requests \
-                     --max-concurrent-requests allows can be open at once (raise the hard \
-                     limit: `ulimit -Hn`, or LimitNOFILE= under systemd)",
-                    limit.now,
-                    config.limits.max_concurrent_requests
-                );
-            }
-        }
-        Err(err) => tracing::warn!("could not raise the open files limit: {err}"),
-    }
-}
-
 fn no_error_backtraces() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         // SAFETY: called first thing in `main`, before any other thread
@@ -113,7 +123,7 @@ fn no_error_backtraces() {
 }
 
 fn run(config: Config, addr_given: bool, inherited: Inherited) -> Result<()> {
-    open_files(&config);
+    raise_open_files(&config);
     // One worker per CPU this process may use (affinity and cgroup quota
     // count). With a single CPU, tokio's single-threaded scheduler does the
     // same job without the work-stealing machinery; see docs/performance.md.

@@ -63,6 +63,7 @@ pub struct Metrics {
     request_duration: Histogram,
     instantiation_duration: Histogram,
     in_flight: Gauge,
+    waiting: Gauge,
     guest_tasks: Gauge,
     guest_traps: Counter,
     timeouts: Counter,
@@ -111,6 +112,13 @@ impl Metrics {
             "Requests being handled",
             in_flight.clone(),
         );
+        let waiting = Gauge::default();
+        registry.register(
+            "requests_waiting",
+            "Requests waiting for an instance slot, or for one of their client's requests \
+             to finish (--max-requests-per-client)",
+            waiting.clone(),
+        );
         let guest_tasks = Gauge::default();
         registry.register(
             "guest_tasks",
@@ -134,7 +142,7 @@ impl Metrics {
         let client_limited = Counter::default();
         registry.register(
             "client_limited",
-            "Requests turned away with 429: their client already had --max-requests-per-client",
+            "Requests turned away with 429: their client stayed at --max-requests-per-client",
             client_limited.clone(),
         );
         let responses_cut = Counter::default();
@@ -168,6 +176,7 @@ impl Metrics {
             request_duration,
             instantiation_duration,
             in_flight,
+            waiting,
             guest_tasks,
             guest_traps,
             timeouts,
@@ -244,6 +253,16 @@ impl Metrics {
         self.in_flight.get()
     }
 
+    /// The gauge of requests waiting, which admission keeps ([`Queued`]).
+    pub fn waiting(&self) -> &Gauge {
+        &self.waiting
+    }
+
+    /// How many requests are waiting now.
+    pub fn requests_waiting(&self) -> i64 {
+        self.waiting.get()
+    }
+
     /// Counts a guest run on a task of its own until the guard is dropped.
     pub fn guest_task(&self) -> GuestTask {
         self.guest_tasks.inc();
@@ -268,6 +287,24 @@ impl Metrics {
 pub struct GuestTask(Gauge);
 
 impl Drop for GuestTask {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A request waiting for admission, counted in `wasi_serve_requests_waiting`
+/// until dropped.
+pub struct Queued(Gauge);
+
+impl Queued {
+    /// Counts one more in `gauge` ([`Metrics::waiting`]).
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Queued {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -50,7 +50,8 @@ pub enum ProxyError {
     BodyBroke,
     /// Every instance slot stayed busy for `--queue-timeout`.
     Busy,
-    /// The client already had `--max-requests-per-client` in flight.
+    /// The client had `--max-requests-per-client` in flight, and as many
+    /// waiting or none finished within `--queue-timeout`.
     ClientOverLimit(OverLimit),
     /// The guest was still running at `--request-timeout`.
     Timeout,
@@ -138,11 +139,12 @@ impl Proxy {
         });
         let metrics = Arc::new(Metrics::new());
         metrics.serving(&guest.hash, guest.wasi());
+        let admission = Admission::new(&limits, metrics.waiting());
         Ok(Arc::new(Self {
             runtime,
             guest: ArcSwap::from_pointee(guest),
             path: config.component.clone(),
-            admission: Admission::new(&limits),
+            admission,
             outbound: Outbound::new(config.allow_outbound.clone()),
             grants,
             limits,

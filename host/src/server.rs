@@ -420,7 +420,8 @@ async fn respond(
                     tracing::info!(
                         %method,
                         path = uri.path(),
-                        "client {} already has {} requests in flight (--max-requests-per-client)",
+                        "client {} stayed at its limit of {} requests in flight \
+                         (--max-requests-per-client)",
                         over.client,
                         over.max
                     );

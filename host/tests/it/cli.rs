@@ -127,7 +127,7 @@ async fn the_open_files_limit_is_raised_at_start() {
         hard > 256,
         "the test needs a hard limit above 256, not {hard}"
     );
-    let mut serve = ServeProcess::start_with_ulimit("-Sn 256", &[greeter]).await;
+    let mut serve = ServeProcess::start_after("ulimit -Sn 256", &[greeter]).await;
     let pid = serve.child.id().expect("running");
     assert_eq!(open_files_limits(pid), (hard, hard));
     let raised = format!("open files limit raised from 256 to {hard}");
@@ -135,16 +135,18 @@ async fn the_open_files_limit_is_raised_at_start() {
     assert_eq!(get(serve.addr, "/World").await.body, "Hello, World!");
 
     // A hard limit of 200 cannot be raised; 1,000 requests need more.
-    let mut low = ServeProcess::start_with_ulimit("-n 200", &[greeter]).await;
+    let mut low = ServeProcess::start_after("ulimit -n 200", &[greeter]).await;
     let pid = low.child.id().expect("running");
     assert_eq!(open_files_limits(pid), (200, 200));
     low.wait_for_log(&["the open files limit is 200", "--max-concurrent-requests"])
         .await;
     assert_eq!(get(low.addr, "/World").await.body, "Hello, World!");
-    // With fewer slots, 200 is enough: no warning.
-    let mut enough =
-        ServeProcess::start_with_ulimit("-n 200", &[greeter, "--max-concurrent-requests", "100"])
-            .await;
+    // With fewer slots, 200 is enough (2 × 50 + 64): no warning.
+    let mut enough = ServeProcess::start_after(
+        "ulimit -n 200",
+        &[greeter, "--max-concurrent-requests", "50"],
+    )
+    .await;
     // The warning would come before the runtime's start is logged.
     loop {
         let line = enough.wait_for_log(&[""]).await;
@@ -171,7 +173,7 @@ fn a_bad_value_from_the_environment_names_its_variable() {
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         (output.status.code(), stderr)
     };
-    let note = "note: that value comes from the environment variable";
+    let note = "tip: that value comes from the environment variable";
     for (var, value) in [
         ("WASI_SERVE_MAX_MEMORY", "1B"),
         ("WASI_SERVE_SEND_TIMEOUT", "soon"),

@@ -308,4 +308,25 @@ fn socket_activation_mistakes_are_clear_errors() {
         too_many.contains("error: socket activation: 4000000000 sockets passed (LISTEN_FDS)"),
         "{too_many}"
     );
+    let three = run(r#"LISTEN_FDS=3 exec "$@""#);
+    assert!(
+        three.contains("error: socket activation: 3 sockets passed (LISTEN_FDS)"),
+        "{three}"
+    );
+}
+
+/// Sockets passed to another process (`LISTEN_PID` names it) are none of
+/// wasi-serve's business, however many: it binds `--addr` and serves.
+#[tokio::test]
+async fn sockets_passed_to_another_process_are_ignored() {
+    let greeter = greeter();
+    let serve = crate::support::ServeProcess::start_after(
+        "export LISTEN_FDS=3 LISTEN_PID=1",
+        &[greeter.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(
+        crate::support::get(serve.addr, "/World").await.body,
+        "Hello, World!"
+    );
 }

@@ -168,12 +168,12 @@ async fn requests_past_the_concurrency_limit_wait_then_get_503() {
     }
 }
 
-/// With `--max-requests-per-client`, a client address at its limit gets 429
-/// with `Retry-After` at once, over HTTP/1.1 as over HTTP/2 (its connections
-/// and streams count together), while another address is served; once its
-/// requests finish it is served again.
+/// With `--max-requests-per-client`, a client address at its limit waits for
+/// one of its own requests to finish; with as many waiting already, more get
+/// 429 with `Retry-After` at once. Its HTTP/1.1 connections and HTTP/2
+/// streams count together, and another address is served meanwhile.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_client_past_its_limit_gets_429_while_others_are_served() {
+async fn a_client_past_its_limit_waits_then_gets_429_while_others_are_served() {
     let busy_client: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     let other_client: std::net::IpAddr = "127.0.0.3".parse().unwrap();
     for guest in test_guests() {
@@ -181,43 +181,90 @@ async fn a_client_past_its_limit_gets_429_while_others_are_served() {
             &guest,
             &[
                 "--max-requests-per-client",
-                "2",
+                "1",
+                "--queue-timeout",
+                "20s",
                 "--admin-addr",
                 "127.0.0.1:0",
             ],
         )
         .await;
         let addr = server.addr;
-        // One request on an HTTP/1.1 connection, one on an HTTP/2 one.
+        // One request in flight on an HTTP/1.1 connection, one waiting on
+        // an HTTP/2 one.
+        let started = std::time::Instant::now();
         let first = tokio::spawn(async move { get_from(busy_client, addr, "/sleep/1500").await });
+        server.wait_in_flight(1).await;
         let (mut h2, _connection) = http2_over(connect_from(busy_client, addr).await).await;
-        let second = {
-            let request = h2.send_request(build(Method::GET, addr, "/sleep/1500"));
+        let waiting = {
+            let request = h2.send_request(build(Method::GET, addr, "/waited"));
             tokio::spawn(async move { read(request.await.unwrap()).await })
         };
-        server.wait_in_flight(2).await;
+        server.wait_waiting(1).await;
 
+        // Well before the queue timeout: refused without waiting.
         let refused = get_from(busy_client, addr, "/third").await;
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(refused.body, "429: Too Many Requests");
         assert_eq!(refused.header("retry-after"), "1");
-        let response = h2
-            .send_request(build(Method::GET, addr, "/fourth"))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(started.elapsed() < Duration::from_secs(15));
 
         let other = get_from(other_client, addr, "/other").await;
-        assert_eq!(other.status, StatusCode::OK);
         assert_eq!(other.body, "Howdy, other!");
 
         assert_eq!(first.await.unwrap().body, "slept 1500ms");
-        assert_eq!(second.await.unwrap().body, "slept 1500ms");
-        let again = get_from(busy_client, addr, "/again").await;
-        assert_eq!(again.body, "Howdy, again!");
+        let waited = waiting.await.unwrap();
+        assert_eq!(waited.body, "Howdy, waited!");
+        // It could only be served once the first had finished.
+        assert!(started.elapsed() >= Duration::from_millis(1500));
         let metrics = get(server.admin.unwrap(), "/metrics").await.body;
-        assert_eq!(sample(&metrics, "wasi_serve_client_limited_total"), 2.0);
+        assert_eq!(sample(&metrics, "wasi_serve_client_limited_total"), 1.0);
         assert_eq!(sample(&metrics, "wasi_serve_rejected_total"), 0.0);
+    }
+}
+
+/// A waiting request that sees none of its client's requests finish within
+/// `--queue-timeout` gets 429.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_waiting_past_the_queue_timeout_gets_429() {
+    let client: std::net::IpAddr = "127.0.0.4".parse().unwrap();
+    let server = TestServer::with_flags(
+        &test_guest(),
+        &["--max-requests-per-client", "1", "--queue-timeout", "200ms"],
+    )
+    .await;
+    let addr = server.addr;
+    let first = tokio::spawn(async move { get_from(client, addr, "/sleep/1500").await });
+    server.wait_in_flight(1).await;
+    let asked = std::time::Instant::now();
+    let refused = get_from(client, addr, "/too-late").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(asked.elapsed() >= Duration::from_millis(150), "it waited");
+    assert_eq!(first.await.unwrap().body, "slept 1500ms");
+}
+
+/// A client at `--max-requests-per-client 1` that sends one request after
+/// another on a keep-alive connection is never refused, though a WASI 0.3
+/// guest finishes a moment after its client has the whole response, often
+/// after the next request has arrived; nor is a count ever left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_at_its_limit_sending_one_request_after_another_is_served() {
+    let client: std::net::IpAddr = "127.0.0.5".parse().unwrap();
+    for greeter in crate::support::greeters() {
+        let server = TestServer::with_flags(&greeter, &["--max-requests-per-client", "1"]).await;
+        let addr = server.addr;
+        let mut sender = crate::support::http1_over(connect_from(client, addr).await).await;
+        for i in 0..300 {
+            let path = format!("/n{i}");
+            sender.ready().await.expect("the connection is kept alive");
+            let response = sender
+                .send_request(build(Method::GET, addr, &path))
+                .await
+                .unwrap();
+            let reply = read(response).await;
+            assert_eq!(reply.status, StatusCode::OK, "request {i}: {}", reply.body);
+            assert_eq!(reply.body, format!("Hello, n{i}!"));
+        }
     }
 }
 

@@ -175,12 +175,27 @@ impl TestServer {
 
     /// Waits (up to [`STEP`]) until `n` requests are being handled.
     pub async fn wait_in_flight(&self, n: i64) {
+        self.wait_for(
+            n,
+            "in flight",
+            wasi_serve::metrics::Metrics::requests_in_flight,
+        )
+        .await;
+    }
+
+    /// Waits (up to [`STEP`]) until `n` requests wait for admission.
+    pub async fn wait_waiting(&self, n: i64) {
+        self.wait_for(n, "waiting", wasi_serve::metrics::Metrics::requests_waiting)
+            .await;
+    }
+
+    async fn wait_for(&self, n: i64, what: &str, count: fn(&wasi_serve::metrics::Metrics) -> i64) {
         let metrics = self.app.as_ref().expect("running").proxy().metrics();
         let deadline = tokio::time::Instant::now() + STEP;
-        while metrics.requests_in_flight() < n {
+        while count(metrics.as_ref()) < n {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{n} requests never in flight"
+                "{n} requests never {what}"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -235,7 +250,9 @@ pub async fn http1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<
 }
 
 /// An HTTP/1.1 connection over `stream`.
-async fn http1_over(stream: TcpStream) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+pub async fn http1_over(
+    stream: TcpStream,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("http1 handshake");
@@ -393,11 +410,11 @@ impl ServeProcess {
         Self::spawn(taskset, args, true).await
     }
 
-    /// Starts the binary under the shell's `ulimit` with `limits` (such as
-    /// `-Sn 256`), which it inherits through `exec`.
-    pub async fn start_with_ulimit(limits: &str, args: &[&str]) -> Self {
+    /// Starts the binary after the shell command `before` (such as
+    /// `ulimit -Sn 256`), whose settings it inherits through `exec`.
+    pub async fn start_after(before: &str, args: &[&str]) -> Self {
         let mut sh = Command::new("sh");
-        let script = format!(r#"ulimit {limits} && exec "$@""#);
+        let script = format!(r#"{before} && exec "$@""#);
         sh.args(["-c", &script, "sh", SERVE_BIN]);
         Self::spawn(sh, args, true).await
     }
