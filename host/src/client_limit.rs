@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 
+use crate::limits::Deadline;
 use crate::metrics::Queued;
 
 /// What a limit counts against: an IPv4 address, or the /64 an IPv6 address
@@ -96,7 +96,11 @@ impl ClientLimit {
     /// Counts one more request from `addr`, for as long as the turn lives.
     /// A client with `max` in flight waits until `deadline` for one to
     /// finish, unless `max` are waiting already.
-    pub async fn enter(&self, addr: IpAddr, deadline: Instant) -> Result<ClientTurn, OverLimit> {
+    pub async fn enter(
+        &self,
+        addr: IpAddr,
+        deadline: &mut Deadline,
+    ) -> Result<ClientTurn, OverLimit> {
         let client = Client::of(addr);
         let over = || OverLimit {
             client,
@@ -124,7 +128,7 @@ impl ClientLimit {
             Ok(permit) => permit,
             Err(_) => {
                 let _queued = Queued::new(&self.queued);
-                match tokio::time::timeout_at(deadline, in_flight.acquire_owned()).await {
+                match tokio::time::timeout_at(deadline.at(), in_flight.acquire_owned()).await {
                     Ok(Ok(permit)) => permit,
                     _ => return Err(over()),
                 }
@@ -183,8 +187,8 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_millis(50)
+    fn soon() -> Deadline {
+        Deadline::after(Duration::from_millis(50))
     }
 
     #[test]
@@ -211,20 +215,20 @@ mod tests {
     #[tokio::test]
     async fn turns_are_counted_until_dropped() {
         let limit = ClientLimit::new(2, &Gauge::default());
-        let first = limit.enter(ip("192.0.2.1"), soon()).await.unwrap();
-        let second = limit.enter(ip("192.0.2.1"), soon()).await.unwrap();
+        let first = limit.enter(ip("192.0.2.1"), &mut soon()).await.unwrap();
+        let second = limit.enter(ip("192.0.2.1"), &mut soon()).await.unwrap();
         // A third waits for a turn, and gets none in time.
         let refused = limit
-            .enter(ip("::ffff:192.0.2.1"), soon())
+            .enter(ip("::ffff:192.0.2.1"), &mut soon())
             .await
             .unwrap_err();
         assert_eq!(refused.client, Client::of(ip("192.0.2.1")));
         assert_eq!(refused.max, 2);
         // Another client is counted on its own.
-        let other = limit.enter(ip("192.0.2.2"), soon()).await.unwrap();
+        let other = limit.enter(ip("192.0.2.2"), &mut soon()).await.unwrap();
         assert_eq!(limit.clients(), 2);
         drop(first);
-        let third = limit.enter(ip("192.0.2.1"), soon()).await.unwrap();
+        let third = limit.enter(ip("192.0.2.1"), &mut soon()).await.unwrap();
         drop((second, third, other));
         // Clients with nothing in flight leave the table, refused and timed
         // out requests included.
@@ -235,18 +239,21 @@ mod tests {
     async fn a_waiting_request_gets_the_next_turn_and_more_are_refused_at_once() {
         let queued = Gauge::default();
         let limit = ClientLimit::new(1, &queued);
-        let far = Instant::now() + Duration::from_secs(60);
-        let first = limit.enter(ip("192.0.2.1"), far).await.unwrap();
+        let far = || Deadline::after(Duration::from_secs(60));
+        let first = limit.enter(ip("192.0.2.1"), &mut far()).await.unwrap();
         let waiting = tokio::spawn({
             let limit = limit.clone();
-            async move { limit.enter(ip("192.0.2.1"), far).await.map(|_| ()) }
+            async move { limit.enter(ip("192.0.2.1"), &mut far()).await.map(|_| ()) }
         });
         while queued.get() < 1 {
             tokio::task::yield_now().await;
         }
         // One in flight and one waiting: a third is refused without waiting.
-        let refused =
-            tokio::time::timeout(Duration::from_secs(30), limit.enter(ip("192.0.2.1"), far));
+        let mut third = far();
+        let refused = tokio::time::timeout(
+            Duration::from_secs(30),
+            limit.enter(ip("192.0.2.1"), &mut third),
+        );
         assert!(refused.await.expect("refused at once").is_err());
         drop(first);
         waiting

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -223,11 +224,11 @@ impl Admission {
     /// turn comes first, so that a client at its limit takes no place in the
     /// queue for slots; both waits together last `--queue-timeout` at most.
     pub async fn admit(&self, client: IpAddr) -> Result<Slot, Refused> {
-        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let mut deadline = Deadline::after(self.queue_timeout);
         let turn = match &self.clients {
             Some(limit) => Some(
                 limit
-                    .enter(client, deadline)
+                    .enter(client, &mut deadline)
                     .await
                     .map_err(Refused::Client)?,
             ),
@@ -245,11 +246,31 @@ impl Admission {
         let _waiting =
             Waiting::enter(&self.waiting, self.max_waiting).map_err(|Busy| Refused::Busy)?;
         let _queued = Queued::new(&self.queued);
-        let permit = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await;
+        let permit =
+            tokio::time::timeout_at(deadline.at(), self.slots.clone().acquire_owned()).await;
         match permit {
             Ok(Ok(permit)) => Ok(slot(permit)),
             _ => Err(Refused::Busy),
         }
+    }
+}
+
+/// When a request's waits for admission must end: a timeout from its first
+/// wait, so that a request admitted at once never reads the clock.
+pub struct Deadline {
+    timeout: Duration,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    /// `timeout` after the first call to [`Deadline::at`].
+    pub fn after(timeout: Duration) -> Self {
+        Self { timeout, at: None }
+    }
+
+    /// The deadline, fixed at its first call.
+    pub fn at(&mut self) -> Instant {
+        *self.at.get_or_insert_with(|| Instant::now() + self.timeout)
     }
 }
 
