@@ -194,7 +194,7 @@ async fn a_client_past_its_limit_waits_then_gets_429_while_others_are_served() {
         // an HTTP/2 one.
         let started = std::time::Instant::now();
         let first = tokio::spawn(async move { get_from(busy_client, addr, "/sleep/1500").await });
-        server.wait_in_flight(1).await;
+        server.wait_guest_tasks(1).await;
         let (mut h2, _connection) = http2_over(connect_from(busy_client, addr).await).await;
         let waiting = {
             let request = h2.send_request(build(Method::GET, addr, "/waited"));
@@ -235,7 +235,7 @@ async fn a_client_waiting_past_the_queue_timeout_gets_429() {
     .await;
     let addr = server.addr;
     let first = tokio::spawn(async move { get_from(client, addr, "/sleep/1500").await });
-    server.wait_in_flight(1).await;
+    server.wait_guest_tasks(1).await;
     let asked = std::time::Instant::now();
     let refused = get_from(client, addr, "/too-late").await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);

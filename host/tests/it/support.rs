@@ -183,6 +183,17 @@ impl TestServer {
         .await;
     }
 
+    /// Waits (up to [`STEP`]) until `n` guests run on tasks of their own:
+    /// admitted, and waiting on something (a sleep, say).
+    pub async fn wait_guest_tasks(&self, n: i64) {
+        self.wait_for(
+            n,
+            "on tasks of their own",
+            wasi_serve::metrics::Metrics::guest_tasks,
+        )
+        .await;
+    }
+
     /// Waits (up to [`STEP`]) until `n` requests wait for admission.
     pub async fn wait_waiting(&self, n: i64) {
         self.wait_for(n, "waiting", wasi_serve::metrics::Metrics::requests_waiting)
