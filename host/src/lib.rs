@@ -42,7 +42,8 @@
 //! - [`linger`]: early answers (413, 431, 503) that still reach a client
 //!   busy sending its request: lingering close, HTTP/2 bodies drained.
 //! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 connections,
-//!   errors turned into responses, graceful drain.
+//!   errors turned into responses, graceful drain. [`connections`]: how
+//!   many are open at once.
 //! - [`listen`]: the listening sockets: passed by systemd (socket
 //!   activation) or bound from the flags.
 //! - [`shutdown`]: the stop signals (Ctrl-C and SIGTERM).
@@ -61,6 +62,7 @@ pub mod app;
 pub mod body;
 pub mod client_limit;
 pub mod config;
+pub mod connections;
 pub mod guest_config;
 pub mod guest_output;
 pub mod idle;

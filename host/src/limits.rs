@@ -45,6 +45,7 @@ pub const MAX_GUEST_FIELD_SIZE: usize = 64 * 1024;
 /// | `--max-request-body` | `proxy.rs` (declared length) and `body.rs` (counted while read) |
 /// | `--max-header-size` | `server.rs`: hyper's buffers, and the 431 check |
 /// | `--header-read-timeout` | `server.rs`: hyper's HTTP/1 header timeout, the protocol sniff and the TLS handshake |
+/// | `--max-connections` | `connections.rs`, in the accept loop (`server.rs`) |
 /// | `--send-timeout` | `send_timeout.rs`: around each HTTP/2 stream's task; each HTTP/1 connection's in `server.rs` |
 #[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
@@ -130,6 +131,17 @@ pub struct Limits {
         value_parser = parse_duration,
     )]
     pub header_read_timeout: Duration,
+
+    /// Most client connections open at once; past it, new connections wait
+    /// in the listen backlog until one closes. Each holds buffers
+    /// (kilobytes; tens of kilobytes with TLS) for as long as it is open.
+    #[arg(
+        long,
+        env = "WASI_SERVE_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+    )]
+    pub max_connections: u32,
 
     /// How long a client may leave a response's body untaken: if it takes
     /// no part of it for this long, the response is cut off (HTTP/2: its

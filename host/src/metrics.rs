@@ -64,6 +64,7 @@ pub struct Metrics {
     instantiation_duration: Histogram,
     in_flight: Gauge,
     waiting: Gauge,
+    connections: Gauge,
     guest_tasks: Gauge,
     guest_traps: Counter,
     timeouts: Counter,
@@ -118,6 +119,12 @@ impl Metrics {
             "Requests waiting for an instance slot, or for one of their client's requests \
              to finish (--max-requests-per-client)",
             waiting.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Client connections open (at most --max-connections)",
+            connections.clone(),
         );
         let guest_tasks = Gauge::default();
         registry.register(
@@ -177,6 +184,7 @@ impl Metrics {
             instantiation_duration,
             in_flight,
             waiting,
+            connections,
             guest_tasks,
             guest_traps,
             timeouts,
@@ -258,6 +266,16 @@ impl Metrics {
         &self.waiting
     }
 
+    /// The gauge of connections open, which the accept loop keeps.
+    pub fn connections(&self) -> &Gauge {
+        &self.connections
+    }
+
+    /// How many client connections are open now.
+    pub fn open_connections(&self) -> i64 {
+        self.connections.get()
+    }
+
     /// How many requests are waiting now.
     pub fn requests_waiting(&self) -> i64 {
         self.waiting.get()
@@ -292,12 +310,12 @@ impl Drop for GuestTask {
     }
 }
 
-/// A request waiting for admission, counted in `wasi_serve_requests_waiting`
-/// until dropped.
+/// One more in a gauge (a request waiting for admission, a connection
+/// open) until dropped.
 pub struct Queued(Gauge);
 
 impl Queued {
-    /// Counts one more in `gauge` ([`Metrics::waiting`]).
+    /// Counts one more in `gauge` ([`Metrics::waiting`], [`Metrics::connections`]).
     pub fn new(gauge: &Gauge) -> Self {
         gauge.inc();
         Self(gauge.clone())

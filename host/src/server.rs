@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::WasiBody;
 
 use crate::access_log;
+use crate::connections::ConnectionLimit;
 use crate::idle::{Idle, Tracked};
 use crate::linger::{Drained, Lingering};
 use crate::proxy::{self, Proxy, ProxyError};
@@ -110,7 +111,13 @@ pub async fn run(
     // gone.
     let (drain, draining) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections =
+        ConnectionLimit::new(limits.max_connections, proxy.metrics().connections());
     loop {
+        let place = tokio::select! {
+            place = connections.place() => place,
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -149,6 +156,7 @@ pub async fn run(
         let draining = draining.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _place = place;
             // A client that connects and never speaks (or stops halfway
             // through the TLS handshake or the HTTP/2 preface) holds nothing
             // for long: hyper's header timeout only starts once it has picked

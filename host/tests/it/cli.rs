@@ -86,6 +86,7 @@ fn a_bad_flag_value_is_a_usage_error() {
         ["--log-queue-lines", "4294967295"],
         ["--send-timeout", "0s"],
         ["--max-requests-per-client", "0"],
+        ["--max-connections", "0"],
         // SQLite would open a temporary database, gone at exit.
         ["--keyvalue", ""],
         // Only with a store.

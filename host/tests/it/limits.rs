@@ -268,6 +268,39 @@ async fn a_client_at_its_limit_sending_one_request_after_another_is_served() {
     }
 }
 
+/// Past `--max-connections`, a new connection is not taken: it waits in the
+/// listen backlog until one of those open closes, and is then served. The
+/// gauge counts the connections open.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let server = TestServer::with_flags(
+        &test_guest(),
+        &["--max-connections", "2", "--admin-addr", "127.0.0.1:0"],
+    )
+    .await;
+    let addr = server.addr;
+    let mut first = crate::support::http1(addr).await;
+    let mut second = crate::support::http1(addr).await;
+    for (sender, path) in [(&mut first, "/one"), (&mut second, "/two")] {
+        let response = sender
+            .send_request(build(Method::GET, addr, path))
+            .await
+            .unwrap();
+        assert_eq!(read(response).await.status, StatusCode::OK);
+    }
+    let third = tokio::spawn(async move { get(addr, "/third").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a third connection was served");
+    let metrics = get(server.admin.unwrap(), "/metrics").await.body;
+    assert_eq!(sample(&metrics, "wasi_serve_connections"), 2.0);
+
+    // The client closes its first connection: the third takes its place.
+    drop(first);
+    let reply = third.await.unwrap();
+    assert_eq!(reply.body, "Howdy, third!");
+    drop(second);
+}
+
 /// A request that finds every slot busy waits for one (backpressure) and is
 /// served when it frees up within the queue timeout.
 #[tokio::test(flavor = "multi_thread")]
