@@ -237,10 +237,11 @@ impl Admission {
     /// queue for slots; both waits together last `--queue-timeout` at most.
     pub async fn admit(&self, client: IpAddr) -> Result<Slot, Refused> {
         let mut deadline = Deadline::after(self.queue_timeout);
+        // Boxed: every request's future would otherwise carry room for this
+        // wait (a timer among it), set or not, and be the larger to move.
         let turn = match &self.clients {
             Some(limit) => Some(
-                limit
-                    .enter(client, &mut deadline)
+                Box::pin(limit.enter(client, &mut deadline))
                     .await
                     .map_err(Refused::Client)?,
             ),
