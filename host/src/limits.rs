@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-
-use prometheus_client::metrics::gauge::Gauge;
 
 use crate::client_limit::{ClientLimit, ClientTurn, OverLimit};
 use crate::metrics::Queued;
