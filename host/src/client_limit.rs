@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::limits::Deadline;
-use crate::metrics::Queued;
+use crate::metrics::Held;
 
 /// What a limit counts against: an IPv4 address, or the /64 an IPv6 address
 /// lies in (one host is commonly handed a whole /64, and can use any address
@@ -127,7 +127,7 @@ impl ClientLimit {
         let permit = match in_flight.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                let _queued = Queued::new(&self.queued);
+                let _queued = Held::new(&self.queued);
                 match tokio::time::timeout_at(deadline.at(), in_flight.acquire_owned()).await {
                     Ok(Ok(permit)) => permit,
                     _ => return Err(over()),
@@ -141,7 +141,8 @@ impl ClientLimit {
     }
 
     /// Clients with at least one request counted (the table holds no others).
-    pub fn clients(&self) -> usize {
+    #[cfg(test)]
+    fn clients(&self) -> usize {
         self.clients
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::metrics::Queued;
+use crate::metrics::Held;
 
 /// How often reaching the cap is logged, at most.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -30,7 +30,7 @@ pub struct ConnectionLimit {
 /// One connection's place, held until dropped.
 pub struct Place {
     _permit: OwnedSemaphorePermit,
-    _open: Queued,
+    _open: Held,
 }
 
 impl ConnectionLimit {
@@ -66,7 +66,7 @@ impl ConnectionLimit {
         };
         Place {
             _permit: permit,
-            _open: Queued::new(&self.open),
+            _open: Held::new(&self.open),
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::client_limit::{ClientLimit, ClientTurn, OverLimit};
-use crate::metrics::Queued;
+use crate::metrics::Held;
 use crate::units::{parse_duration, parse_size};
 
 /// hyper refuses a smaller read buffer than this for HTTP/1.
@@ -257,7 +257,7 @@ impl Admission {
         // ends, including the client going away and its future being dropped.
         let _waiting =
             Waiting::enter(&self.waiting, self.max_waiting).map_err(|Busy| Refused::Busy)?;
-        let _queued = Queued::new(&self.queued);
+        let _queued = Held::new(&self.queued);
         let permit =
             tokio::time::timeout_at(deadline.at(), self.slots.clone().acquire_owned()).await;
         match permit {

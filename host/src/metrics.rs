@@ -261,7 +261,7 @@ impl Metrics {
         self.in_flight.get()
     }
 
-    /// The gauge of requests waiting, which admission keeps ([`Queued`]).
+    /// The gauge of requests waiting, which admission keeps ([`Held`]).
     pub fn waiting(&self) -> &Gauge {
         &self.waiting
     }
@@ -271,20 +271,14 @@ impl Metrics {
         &self.connections
     }
 
-    /// How many client connections are open now.
-    pub fn open_connections(&self) -> i64 {
-        self.connections.get()
-    }
-
     /// How many requests are waiting now.
     pub fn requests_waiting(&self) -> i64 {
         self.waiting.get()
     }
 
     /// Counts a guest run on a task of its own until the guard is dropped.
-    pub fn guest_task(&self) -> GuestTask {
-        self.guest_tasks.inc();
-        GuestTask(self.guest_tasks.clone())
+    pub fn guest_task(&self) -> Held {
+        Held::new(&self.guest_tasks)
     }
 
     /// How many guests are running on tasks of their own now.
@@ -301,28 +295,20 @@ impl Metrics {
     }
 }
 
-/// A guest run on its own task; see [`Metrics::guest_task`].
-pub struct GuestTask(Gauge);
+/// One more in a gauge until dropped, wherever it goes: a guest run on its
+/// own task ([`Metrics::guest_task`]), a request waiting for admission
+/// ([`Metrics::waiting`]), a connection open ([`Metrics::connections`]).
+pub struct Held(Gauge);
 
-impl Drop for GuestTask {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// One more in a gauge (a request waiting for admission, a connection
-/// open) until dropped.
-pub struct Queued(Gauge);
-
-impl Queued {
-    /// Counts one more in `gauge` ([`Metrics::waiting`], [`Metrics::connections`]).
+impl Held {
+    /// Counts one more in `gauge`.
     pub fn new(gauge: &Gauge) -> Self {
         gauge.inc();
         Self(gauge.clone())
     }
 }
 
-impl Drop for Queued {
+impl Drop for Held {
     fn drop(&mut self) {
         self.0.dec();
     }

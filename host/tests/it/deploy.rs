@@ -292,27 +292,29 @@ fn socket_activation_mistakes_are_clear_errors() {
         assert_eq!(status.code(), Some(1), "{stderr}");
         stderr
     };
-    let not_a_socket = run(r#"exec 3</dev/null; LISTEN_FDS=1 exec "$@""#);
-    assert!(
-        not_a_socket.contains("error: socket activation: fd 3 is not a TCP socket"),
-        "{not_a_socket}"
-    );
-    let not_a_number = run(r#"LISTEN_FDS=two exec "$@""#);
-    assert!(
-        not_a_number.contains("LISTEN_FDS=\"two\" is not a number of sockets"),
-        "{not_a_number}"
-    );
-    // Refused before any descriptor is looked at or listed, however many.
-    let too_many = run(r#"LISTEN_FDS=4000000000 exec "$@""#);
-    assert!(
-        too_many.contains("error: socket activation: 4000000000 sockets passed (LISTEN_FDS)"),
-        "{too_many}"
-    );
-    let three = run(r#"LISTEN_FDS=3 exec "$@""#);
-    assert!(
-        three.contains("error: socket activation: 3 sockets passed (LISTEN_FDS)"),
-        "{three}"
-    );
+    for (script, error) in [
+        (
+            r#"exec 3</dev/null; LISTEN_FDS=1 exec "$@""#,
+            "error: socket activation: fd 3 is not a TCP socket",
+        ),
+        (
+            r#"LISTEN_FDS=two exec "$@""#,
+            "LISTEN_FDS=\"two\" is not a number of sockets",
+        ),
+        // More than two are refused before any descriptor is looked at or
+        // listed, however many.
+        (
+            r#"LISTEN_FDS=4000000000 exec "$@""#,
+            "error: socket activation: 4000000000 sockets passed (LISTEN_FDS)",
+        ),
+        (
+            r#"LISTEN_FDS=3 exec "$@""#,
+            "error: socket activation: 3 sockets passed (LISTEN_FDS)",
+        ),
+    ] {
+        let stderr = run(script);
+        assert!(stderr.contains(error), "{script}: {stderr}");
+    }
 }
 
 /// Sockets passed to another process (`LISTEN_PID` names it) are none of
